@@ -1,0 +1,10 @@
+//! Headwater ingest: protocol servers that turn publishers into typed media frames.
+//!
+//! No FFmpeg and no HTTP here; the `headwater` crate consumes [`IngestEvent`]s through the
+//! [`Publish`] hook that the RTMP server calls.
+
+pub mod flv;
+pub mod frame;
+pub mod rtmp;
+
+pub use frame::{AacConfig, AvcConfig, IngestEvent, MediaFrame, MediaTime, Track};

@@ -1,0 +1,316 @@
+//! Typed configuration, loaded from TOML and validated before anything starts.
+//!
+//! Every field's doc states its unit and default; the same text stands above the key in
+//! `config/headwater.toml`, which parses to exactly [`Config::default()`]. Each module gets its
+//! own section, never the root. Errors name the offending field path.
+
+use crate::names::StreamName;
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+/// The shipped demo configuration, embedded so `headwater serve` runs without files.
+pub const DEFAULT_TOML: &str = include_str!("../config/headwater.toml");
+
+/// Why a configuration was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}")]
+    Read {
+        /// The path given.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML is malformed, has an unknown field or a value of the wrong type.
+    #[error("{0}")]
+    Parse(String),
+    /// A value parsed but is not acceptable; the message names the field path.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// Dotted field path, e.g. `hls.segment_target`.
+        field: String,
+        /// What is wrong and what is allowed.
+        message: String,
+    },
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// HTTP serving (players and CDNs).
+    pub http: HttpConfig,
+    /// RTMP ingest (broadcasters).
+    pub rtmp: RtmpConfig,
+    /// HLS packaging and playlists.
+    pub hls: HlsConfig,
+    /// Stream keys allowed to publish; each maps a secret key to a public stream name.
+    #[serde(default)]
+    pub keys: Vec<KeyConfig>,
+}
+
+/// `[http]`: the plain-HTTP listener (HTTP/1.1 and h2c).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to listen on. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+}
+
+/// `[rtmp]`: the RTMP ingest listener.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RtmpConfig {
+    /// Address to listen on. Default `127.0.0.1:1935` in the demo, `0.0.0.0:1935` in production.
+    pub listen: SocketAddr,
+    /// Application name in `rtmp://host/<app>/<key>`. Default `live`.
+    pub app: String,
+    /// Time allowed for the handshake, `connect` and `publish`. Default `5s`.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// A publisher that sends nothing for this long is disconnected. Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Maximum simultaneous RTMP connections. Default `64`.
+    pub max_connections: usize,
+}
+
+/// `[hls]`: segmenting, live window and stream lifetime.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HlsConfig {
+    /// Segments are cut on the first keyframe at or after this duration. 1s to 30s. Default `6s`.
+    #[serde(with = "humantime_serde")]
+    pub segment_target: Duration,
+    /// Segments listed in a live media playlist. At least 6. Default `6`.
+    pub live_window: usize,
+    /// After a publisher disconnects, a reconnect within this time continues the stream
+    /// (with EXT-X-DISCONTINUITY); after it the playlist gets EXT-X-ENDLIST. Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_grace: Duration,
+    /// An ended stream stays fetchable (playlist with ENDLIST, its segments) this long. Default `60s`.
+    #[serde(with = "humantime_serde")]
+    pub ended_retention: Duration,
+}
+
+/// One `[[keys]]` entry.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// The secret stream key publishers put in the RTMP URL.
+    pub key: String,
+    /// The public stream name it publishes.
+    pub stream: StreamName,
+}
+
+impl std::fmt::Debug for KeyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyConfig")
+            .field("key", &"<secret>")
+            .field("stream", &self.stream)
+            .finish()
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            http: HttpConfig {
+                listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            },
+            rtmp: RtmpConfig {
+                listen: SocketAddr::from(([127, 0, 0, 1], 1935)),
+                app: "live".into(),
+                handshake_timeout: Duration::from_secs(5),
+                idle_timeout: Duration::from_secs(10),
+                max_connections: 64,
+            },
+            hls: HlsConfig {
+                segment_target: Duration::from_secs(6),
+                live_window: 6,
+                reconnect_grace: Duration::from_secs(10),
+                ended_retention: Duration::from_secs(60),
+            },
+            keys: vec![KeyConfig {
+                key: "demo".into(),
+                stream: StreamName::parse("demo").expect("literal is a valid name"),
+            }],
+        }
+    }
+}
+
+impl Config {
+    /// Parses and validates TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates a file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text)
+    }
+
+    /// Checks every cross-field and range rule; the error names the field path.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let r = &self.rtmp;
+        if r.app.is_empty() || r.app.contains('/') {
+            return Err(invalid("rtmp.app", "must be a non-empty name without '/'"));
+        }
+        if r.handshake_timeout < Duration::from_millis(100) {
+            return Err(invalid("rtmp.handshake_timeout", "must be at least 100ms"));
+        }
+        if r.idle_timeout < Duration::from_secs(1) {
+            return Err(invalid("rtmp.idle_timeout", "must be at least 1s"));
+        }
+        if r.max_connections == 0 {
+            return Err(invalid("rtmp.max_connections", "must be at least 1"));
+        }
+        let h = &self.hls;
+        if h.segment_target < Duration::from_secs(1) || h.segment_target > Duration::from_secs(30) {
+            return Err(invalid("hls.segment_target", "must be between 1s and 30s"));
+        }
+        if !h.segment_target.subsec_nanos().is_multiple_of(1_000_000) {
+            return Err(invalid(
+                "hls.segment_target",
+                "must be a whole number of milliseconds",
+            ));
+        }
+        if h.live_window < 6 {
+            return Err(invalid(
+                "hls.live_window",
+                "must be at least 6 segments (Apple HLS authoring spec)",
+            ));
+        }
+        if h.reconnect_grace > Duration::from_secs(600) {
+            return Err(invalid("hls.reconnect_grace", "must be at most 10m"));
+        }
+        let mut seen = HashSet::new();
+        for (i, entry) in self.keys.iter().enumerate() {
+            if entry.key.len() < 4
+                || entry.key.len() > 256
+                || entry
+                    .key
+                    .chars()
+                    .any(|c| c.is_whitespace() || c == '/' || c == '?')
+            {
+                return Err(invalid(
+                    format!("keys[{i}].key"),
+                    "must be 4-256 characters without whitespace, '/' or '?'",
+                ));
+            }
+            if !seen.insert(entry.key.as_str()) {
+                return Err(invalid(format!("keys[{i}].key"), "is listed twice"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_config_is_the_default() {
+        assert_eq!(
+            Config::from_toml(DEFAULT_TOML).expect("shipped config parses"),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn every_file_under_config_loads() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut count = 0;
+        for entry in std::fs::read_dir(dir).expect("config dir") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                Config::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                count += 1;
+            }
+        }
+        assert!(
+            count >= 2,
+            "expected headwater.toml and production.example.toml"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "segment_target = \"6s\"",
+                "segment_target = \"0s\"",
+                "hls.segment_target: must be between 1s and 30s",
+            ),
+            (
+                "segment_target = \"6s\"",
+                "segment_target = \"1500us\"",
+                "hls.segment_target: must be between 1s and 30s",
+            ),
+            (
+                "live_window = 6",
+                "live_window = 3",
+                "hls.live_window: must be at least 6 segments (Apple HLS authoring spec)",
+            ),
+            (
+                "max_connections = 64",
+                "max_connections = 0",
+                "rtmp.max_connections: must be at least 1",
+            ),
+            (
+                "app = \"live\"",
+                "app = \"a/b\"",
+                "rtmp.app: must be a non-empty name without '/'",
+            ),
+            (
+                "key = \"demo\"",
+                "key = \"de\"",
+                "keys[0].key: must be 4-256 characters without whitespace, '/' or '?'",
+            ),
+        ];
+        for (from, to, message) in cases {
+            assert!(
+                DEFAULT_TOML.contains(from),
+                "{from} not in the shipped config"
+            );
+            let text = DEFAULT_TOML.replacen(from, to, 1);
+            let error = Config::from_toml(&text).expect_err(to);
+            assert_eq!(error.to_string(), *message);
+        }
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_types_are_named() {
+        let text = DEFAULT_TOML.replacen("[hls]", "[hls]\nsegment_lenght = \"2s\"", 1);
+        let error = Config::from_toml(&text)
+            .expect_err("unknown field")
+            .to_string();
+        assert!(error.contains("unknown field `segment_lenght`"), "{error}");
+        let text = DEFAULT_TOML.replacen("stream = \"demo\"", "stream = \"de mo\"", 1);
+        let error = Config::from_toml(&text).expect_err("bad name").to_string();
+        assert!(error.contains("stream name \"de mo\""), "{error}");
+        let text =
+            DEFAULT_TOML.replacen("listen = \"127.0.0.1:8080\"", "listen = \"localhost\"", 1);
+        let error = Config::from_toml(&text).expect_err("bad addr").to_string();
+        assert!(error.contains("listen"), "{error}");
+    }
+}

@@ -1,0 +1,82 @@
+//! The `headwater` command line: `serve` and `check-config`.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use headwater::config::{Config, DEFAULT_TOML};
+use headwater::observe::{self, LogFormat};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "headwater",
+    version,
+    about = "Live-video origin server: RTMP in, HLS out"
+)]
+struct Cli {
+    /// Log output format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the origin server.
+    Serve {
+        /// Configuration file; without it the embedded demo config (config/headwater.toml) is used.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration file and exit (non-zero with the offending field on error).
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { file } => {
+            Config::load(&file)
+                .with_context(|| format!("{} is not a valid configuration", file.display()))?;
+            println!("{}: ok", file.display());
+            Ok(())
+        }
+        Command::Serve { config } => {
+            observe::init_logging(cli.log_format);
+            let config = match config {
+                Some(path) => {
+                    Config::load(&path).with_context(|| format!("loading {}", path.display()))?
+                }
+                None => Config::from_toml(DEFAULT_TOML).context("embedded default config")?,
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(serve(config))
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let metrics = observe::install_metrics().context("installing the metrics recorder")?;
+    let server = headwater::Server::start(config, Some(metrics))
+        .await
+        .context("binding listeners")?;
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,210 @@
+//! Turns a stored [`Object`] into a response: content type, cache lifetime, ETag and
+//! conditional requests, single byte ranges.
+
+use crate::store::{Object, ObjectKind};
+use axum::body::Body;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use std::time::Duration;
+
+/// Segments and init sections never change under their URI.
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+fn content_type(kind: ObjectKind) -> &'static str {
+    match kind {
+        ObjectKind::MultivariantPlaylist | ObjectKind::MediaPlaylist => {
+            "application/vnd.apple.mpegurl"
+        }
+        ObjectKind::Init => "video/mp4",
+        ObjectKind::Segment => "video/iso.segment",
+    }
+}
+
+/// Playlists live for half a target duration (at least 1 s); ended ones could live longer, but
+/// a restarted stream reuses the playlist URL, so they do not.
+fn cache_control(object: &Object) -> HeaderValue {
+    match object.kind {
+        ObjectKind::Init | ObjectKind::Segment => HeaderValue::from_static(IMMUTABLE),
+        ObjectKind::MultivariantPlaylist | ObjectKind::MediaPlaylist => {
+            let half = (object.target_duration / 2).max(Duration::from_secs(1));
+            HeaderValue::from_str(&format!("public, max-age={}", half.as_secs()))
+                .unwrap_or_else(|_| HeaderValue::from_static("public, max-age=1"))
+        }
+    }
+}
+
+/// Strong comparison of `If-None-Match` against the object's ETag (RFC 9110 13.1.2).
+fn none_match(headers: &HeaderMap, etag: &str) -> bool {
+    headers.get_all(header::IF_NONE_MATCH).iter().any(|value| {
+        value.to_str().is_ok_and(|list| {
+            list.split(',')
+                .map(str::trim)
+                .any(|tag| tag == "*" || tag == etag || tag.strip_prefix("W/") == Some(etag))
+        })
+    })
+}
+
+/// A parsed single byte range, inclusive.
+#[derive(Debug, PartialEq, Eq)]
+enum RangeRequest {
+    /// No usable Range header: send everything.
+    Full,
+    /// Bytes `start..=end` of the body.
+    Partial(u64, u64),
+    /// Syntactically fine but outside the body.
+    Unsatisfiable,
+}
+
+/// Parses `Range: bytes=a-b | a- | -n`. Multiple ranges and malformed values are ignored (a
+/// server may always answer 200 with the whole body).
+fn parse_range(value: Option<&HeaderValue>, len: u64) -> RangeRequest {
+    let Some(spec) = value
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().strip_prefix("bytes="))
+    else {
+        return RangeRequest::Full;
+    };
+    if spec.contains(',') {
+        return RangeRequest::Full;
+    }
+    let Some((first, last)) = spec.split_once('-') else {
+        return RangeRequest::Full;
+    };
+    let (first, last) = (first.trim(), last.trim());
+    match (first.parse::<u64>(), last.parse::<u64>()) {
+        (Ok(start), Ok(end)) if start <= end => {
+            if start >= len {
+                RangeRequest::Unsatisfiable
+            } else {
+                RangeRequest::Partial(start, end.min(len - 1))
+            }
+        }
+        (Ok(start), Err(_)) if last.is_empty() => {
+            if start >= len {
+                RangeRequest::Unsatisfiable
+            } else {
+                RangeRequest::Partial(start, len - 1)
+            }
+        }
+        (Err(_), Ok(suffix)) if first.is_empty() => {
+            if suffix == 0 || len == 0 {
+                RangeRequest::Unsatisfiable
+            } else {
+                RangeRequest::Partial(len.saturating_sub(suffix), len - 1)
+            }
+        }
+        _ => RangeRequest::Full,
+    }
+}
+
+/// `If-Range` allows the range only when it names the current ETag.
+fn if_range_allows(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get(header::IF_RANGE)
+        .is_none_or(|v| v.to_str().is_ok_and(|tag| tag.trim() == etag))
+}
+
+/// Builds the response for `object` given the request headers.
+pub fn respond(headers: &HeaderMap, object: Object) -> Response {
+    let etag =
+        HeaderValue::from_str(&object.etag).unwrap_or_else(|_| HeaderValue::from_static("\"0\""));
+    let mut builder = Response::builder()
+        .header(header::CACHE_CONTROL, cache_control(&object))
+        .header(header::ETAG, etag)
+        .header(
+            header::LAST_MODIFIED,
+            httpdate::fmt_http_date(object.created),
+        )
+        .header(header::ACCEPT_RANGES, "bytes");
+    if none_match(headers, &object.etag) {
+        return builder
+            .status(StatusCode::NOT_MODIFIED)
+            .body(Body::empty())
+            .unwrap_or_default();
+    }
+    builder = builder.header(header::CONTENT_TYPE, content_type(object.kind));
+    let len = object.data.len() as u64;
+    let range = if if_range_allows(headers, &object.etag) {
+        parse_range(headers.get(header::RANGE), len)
+    } else {
+        RangeRequest::Full
+    };
+    let response = match range {
+        RangeRequest::Full => builder
+            .status(StatusCode::OK)
+            .header(header::CONTENT_LENGTH, len)
+            .body(Body::from(object.data)),
+        RangeRequest::Partial(start, end) => {
+            // Both bounds are below len, which came from a usize.
+            let body = object.data.slice(start as usize..=end as usize);
+            builder
+                .status(StatusCode::PARTIAL_CONTENT)
+                .header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}"))
+                .header(header::CONTENT_LENGTH, end - start + 1)
+                .body(Body::from(body))
+        }
+        RangeRequest::Unsatisfiable => builder
+            .status(StatusCode::RANGE_NOT_SATISFIABLE)
+            .header(header::CONTENT_RANGE, format!("bytes */{len}"))
+            .body(Body::empty()),
+    };
+    response.unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(value: &str) -> HeaderValue {
+        HeaderValue::from_str(value).expect("valid header")
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(
+            parse_range(Some(&h("bytes=0-9")), 100),
+            RangeRequest::Partial(0, 9)
+        );
+        assert_eq!(
+            parse_range(Some(&h("bytes=90-")), 100),
+            RangeRequest::Partial(90, 99)
+        );
+        assert_eq!(
+            parse_range(Some(&h("bytes=-10")), 100),
+            RangeRequest::Partial(90, 99)
+        );
+        assert_eq!(
+            parse_range(Some(&h("bytes=-1000")), 100),
+            RangeRequest::Partial(0, 99)
+        );
+        assert_eq!(
+            parse_range(Some(&h("bytes=50-1000")), 100),
+            RangeRequest::Partial(50, 99)
+        );
+        assert_eq!(
+            parse_range(Some(&h("bytes=100-")), 100),
+            RangeRequest::Unsatisfiable
+        );
+        assert_eq!(
+            parse_range(Some(&h("bytes=-0")), 100),
+            RangeRequest::Unsatisfiable
+        );
+        assert_eq!(parse_range(Some(&h("bytes=5-2")), 100), RangeRequest::Full);
+        assert_eq!(
+            parse_range(Some(&h("bytes=0-1,5-6")), 100),
+            RangeRequest::Full
+        );
+        assert_eq!(parse_range(Some(&h("items=0-1")), 100), RangeRequest::Full);
+        assert_eq!(parse_range(None, 100), RangeRequest::Full);
+    }
+
+    #[test]
+    fn if_none_match_lists_and_star() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::IF_NONE_MATCH, h("\"a\", \"b\""));
+        assert!(none_match(&headers, "\"b\""));
+        assert!(!none_match(&headers, "\"c\""));
+        headers.insert(header::IF_NONE_MATCH, h("*"));
+        assert!(none_match(&headers, "\"c\""));
+    }
+}
