@@ -1,0 +1,267 @@
+//! Shared harness: an in-process Headwater on ephemeral ports, real ffmpeg publishers, an HTTP
+//! client and wait-until helpers (no fixed sleeps as synchronisation).
+
+use headwater::config::{Config, KeyConfig};
+use headwater::names::StreamName;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Segment target used by the tests (ARCHITECTURE: 2 s in tests).
+pub const TARGET: Duration = Duration::from_secs(2);
+
+/// Fails the test with a clear message when a required tool is missing; CI installs them.
+pub fn require_tools() {
+    for tool in ["ffmpeg", "ffprobe"] {
+        let found = Command::new(tool)
+            .arg("-version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+        assert!(
+            found,
+            "{tool} is not installed: run scripts/test.sh, which installs it"
+        );
+    }
+}
+
+/// A test config: ephemeral ports, 2 s segments, keys `demo`->demo, `key-a`->a, `key-b`->b.
+pub fn test_config(grace: Duration) -> Config {
+    let mut config = Config::default();
+    config.http.listen = "127.0.0.1:0".parse().expect("addr");
+    config.rtmp.listen = "127.0.0.1:0".parse().expect("addr");
+    config.rtmp.handshake_timeout = Duration::from_secs(2);
+    config.rtmp.idle_timeout = Duration::from_secs(2);
+    config.hls.segment_target = TARGET;
+    config.hls.reconnect_grace = grace;
+    config.hls.ended_retention = Duration::from_secs(120);
+    config.keys = [("demo", "demo"), ("key-a", "a"), ("key-b", "b")]
+        .into_iter()
+        .map(|(key, stream)| KeyConfig {
+            key: key.into(),
+            stream: StreamName::parse(stream).expect("name"),
+        })
+        .collect();
+    config.validate().expect("test config is valid");
+    config
+}
+
+/// Log lines captured from the server under test.
+#[derive(Clone, Default)]
+pub struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Logs {
+    /// Routes this process's tracing output into the buffer (nextest runs each test in its own process).
+    pub fn capture() -> Self {
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("info")
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .try_init();
+        logs
+    }
+
+    /// Everything logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("lock")).into_owned()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        eprint!("{}", String::from_utf8_lossy(buf));
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A running ffmpeg publisher, killed on drop.
+pub struct Publisher(pub Child);
+
+impl Publisher {
+    /// Pushes `seconds` of testsrc2 + sine (H.264 640x360@30, 2 s GOP, AAC 48 kHz) in real time.
+    pub fn start(rtmp: std::net::SocketAddr, key: &str, seconds: u32) -> Self {
+        let url = format!("rtmp://{rtmp}/live/{key}");
+        let child = Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+            .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+            .args(["-t", &seconds.to_string()])
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-tune",
+                "zerolatency",
+                "-pix_fmt",
+                "yuv420p",
+            ])
+            .args([
+                "-g",
+                "60",
+                "-keyint_min",
+                "60",
+                "-sc_threshold",
+                "0",
+                "-b:v",
+                "800k",
+            ])
+            .args(["-c:a", "aac", "-b:a", "96k", "-f", "flv", &url])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ffmpeg");
+        Publisher(child)
+    }
+
+    /// Waits for ffmpeg to exit; returns its status and stderr.
+    pub fn wait(mut self, limit: Duration) -> (std::process::ExitStatus, String) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.0.try_wait().expect("try_wait") {
+                let mut err = String::new();
+                if let Some(mut stderr) = self.0.stderr.take() {
+                    use std::io::Read;
+                    let _ = stderr.read_to_string(&mut err);
+                }
+                return (status, err);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ffmpeg did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Freezes the process (a stalled publisher: TCP stays open, nothing is sent).
+    pub fn stop_signal(&self) {
+        signal(self.0.id(), "-STOP");
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        signal_quiet(self.0.id());
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal_quiet(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-CONT", &pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Polls `check` until it returns `Some`, failing with `what` after `limit`.
+pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An HTTP client for the server under test.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+/// GETs a URL; returns status and body.
+pub async fn get(client: &reqwest::Client, url: &str) -> (u16, bytes::Bytes) {
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = response.status().as_u16();
+    (status, response.bytes().await.expect("body"))
+}
+
+/// Parses a media playlist, failing the test on anything m3u8-rs rejects.
+pub fn parse_media(body: &[u8]) -> m3u8_rs::MediaPlaylist {
+    match m3u8_rs::parse_playlist_res(body) {
+        Ok(m3u8_rs::Playlist::MediaPlaylist(p)) => p,
+        other => panic!(
+            "not a media playlist: {other:?}\n{}",
+            String::from_utf8_lossy(body)
+        ),
+    }
+}
+
+/// Runs ffprobe with `args` on `file`; returns stdout, failing on a non-zero exit.
+pub fn ffprobe(file: &Path, args: &[&str]) -> String {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error"])
+        .args(args)
+        .arg(file)
+        .output()
+        .expect("run ffprobe");
+    assert!(
+        out.status.success(),
+        "ffprobe failed on {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A deadline for hand-written polling loops that keep state between polls.
+pub struct Deadline {
+    what: &'static str,
+    limit: Duration,
+    at: Instant,
+}
+
+impl Deadline {
+    /// Starts a deadline `limit` from now.
+    pub fn new(what: &'static str, limit: Duration) -> Self {
+        Self {
+            what,
+            limit,
+            at: Instant::now() + limit,
+        }
+    }
+
+    /// Fails the test once the deadline has passed; otherwise waits one poll interval.
+    pub async fn tick(&self) {
+        assert!(
+            Instant::now() < self.at,
+            "timed out after {:?} waiting for {}",
+            self.limit,
+            self.what
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,6 @@
+//! End-to-end tests against real clients: ffmpeg publishes over RTMP, HTTP + ffprobe read HLS.
+
+mod bad_input;
+mod common;
+mod hls;
+mod reconnect;
