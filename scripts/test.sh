@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs every check and test: formatting, clippy, unit + property tests, and the end-to-end tests
+# with the real ffmpeg/ffprobe. Installs what it needs on a fresh Debian machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+ensure_packages ffmpeg:ffmpeg ffprobe:ffmpeg
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
+cargo test --workspace --doc --locked
