@@ -255,3 +255,153 @@ impl BitrateStats {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn init(id: u32) -> Arc<InitSection> {
+        Arc::new(InitSection {
+            id,
+            data: Bytes::new(),
+            video: None,
+            audio: None,
+        })
+    }
+
+    fn segment(sequence: u64, millis: u64, discontinuity: bool, init_id: u32) -> Segment {
+        Segment {
+            sequence,
+            start: headwater_ingest::MediaTime::new(0, 90_000),
+            duration: Duration::from_millis(millis),
+            data: Bytes::new(),
+            init: init(init_id),
+            discontinuity,
+            program_date_time: SystemTime::UNIX_EPOCH
+                + Duration::from_secs(1_700_000_000 + sequence * 6),
+            video_frames: 1,
+        }
+    }
+
+    fn parse(bytes: &[u8]) -> m3u8_rs::MediaPlaylist {
+        match m3u8_rs::parse_playlist_res(bytes) {
+            Ok(m3u8_rs::Playlist::MediaPlaylist(p)) => p,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn window_slides_and_sequences_follow() {
+        let mut playlist = MediaPlaylist::new("abc", 6, Duration::from_secs(6));
+        for n in 0..9 {
+            let removed = playlist.push(&segment(n, 6000, n == 4, 0));
+            assert_eq!(removed, if n >= 6 { vec![n - 6] } else { vec![] });
+        }
+        let parsed = parse(&playlist.render());
+        assert_eq!(parsed.media_sequence, 3);
+        assert_eq!(
+            parsed.discontinuity_sequence, 0,
+            "the discontinuity is still listed"
+        );
+        assert_eq!(parsed.segments.len(), 6);
+        assert_eq!(parsed.segments[0].uri, "seg-abc-3.m4s");
+        assert!(parsed.segments[1].discontinuity);
+        assert_eq!(
+            parsed.segments[0].map.as_ref().map(|m| m.uri.as_str()),
+            Some("init-abc-0.mp4")
+        );
+        for n in 9..11 {
+            playlist.push(&segment(n, 6000, false, 0));
+        }
+        let parsed = parse(&playlist.render());
+        assert_eq!(parsed.media_sequence, 5);
+        assert_eq!(
+            parsed.discontinuity_sequence, 1,
+            "rises when the discontinuity leaves"
+        );
+        assert!(parsed.segments.iter().all(|s| !s.discontinuity));
+        assert!(!parsed.end_list);
+        playlist.end();
+        let text = playlist.render();
+        assert!(parse(&text).end_list);
+        assert!(String::from_utf8_lossy(&text).contains("#EXT-X-INDEPENDENT-SEGMENTS"));
+    }
+
+    #[test]
+    fn target_duration_is_fixed_by_the_first_segment() {
+        let mut playlist = MediaPlaylist::new("abc", 6, Duration::from_secs(2));
+        playlist.push(&segment(0, 4000, false, 0));
+        assert_eq!(playlist.target_duration(), Some(4));
+        assert!(playlist.overlong(&segment(1, 4600, false, 0)));
+        assert!(!playlist.overlong(&segment(1, 4400, false, 0)));
+        playlist.push(&segment(1, 1000, false, 0));
+        assert_eq!(parse(&playlist.render()).target_duration, 4);
+    }
+
+    #[test]
+    fn multivariant_lists_every_attribute() {
+        let text = render_multivariant(&[VariantInfo {
+            uri: "source/index.m3u8".into(),
+            bandwidth: 1_100_000,
+            average_bandwidth: 900_000,
+            codecs: "avc1.64001f,mp4a.40.2".into(),
+            resolution: Some((1280, 720)),
+            frame_rate: Some(29.97003),
+        }]);
+        let text = String::from_utf8_lossy(&text);
+        assert!(text.contains("#EXT-X-INDEPENDENT-SEGMENTS"));
+        assert!(text.contains(
+            "BANDWIDTH=1100000,AVERAGE-BANDWIDTH=900000,CODECS=\"avc1.64001f,mp4a.40.2\",RESOLUTION=1280x720,FRAME-RATE=29.97"
+        ), "{text}");
+    }
+
+    #[test]
+    fn bitrate_stats() {
+        let mut stats = BitrateStats::default();
+        assert!(stats.record(1_000_000, Duration::from_secs(8)));
+        assert!(!stats.record(500_000, Duration::from_secs(8)));
+        assert_eq!(stats.peak_bps(), 1_000_000);
+        assert_eq!(stats.average_bps(), 750_000);
+    }
+
+    proptest! {
+        /// Render -> parse round-trip over random segment histories: the parsed playlist says
+        /// exactly what the state holds, and the rules on sequences hold.
+        #[test]
+        fn render_parse_round_trip(
+            window in 6usize..10,
+            history in prop::collection::vec((500u64..7000, any::<bool>(), 0u32..3), 1..40),
+        ) {
+            let mut playlist = MediaPlaylist::new("x1", window, Duration::from_secs(6));
+            let mut previous: Option<m3u8_rs::MediaPlaylist> = None;
+            let mut discontinuities_removed = 0;
+            let mut all = Vec::new();
+            for (n, (millis, discontinuity, init_id)) in history.iter().enumerate() {
+                let s = segment(n as u64, *millis, *discontinuity && n > 0, *init_id);
+                all.push(s.clone());
+                for removed in playlist.push(&s) {
+                    if all[removed as usize].discontinuity {
+                        discontinuities_removed += 1;
+                    }
+                }
+                let parsed = parse(&playlist.render());
+                let first = n.saturating_sub(window - 1);
+                prop_assert_eq!(parsed.media_sequence, first as u64);
+                prop_assert_eq!(parsed.discontinuity_sequence, discontinuities_removed);
+                prop_assert_eq!(parsed.segments.len(), n - first + 1);
+                for (listed, original) in parsed.segments.iter().zip(&all[first..]) {
+                    prop_assert_eq!(&listed.uri, &segment_file("x1", original.sequence));
+                    prop_assert!((f64::from(listed.duration) - original.duration.as_secs_f64()).abs() < 0.001);
+                    prop_assert_eq!(listed.discontinuity, original.discontinuity);
+                    prop_assert!(listed.program_date_time.is_some());
+                }
+                prop_assert!(parsed.segments[0].map.is_some());
+                if let Some(previous) = &previous {
+                    prop_assert_eq!(previous.target_duration, parsed.target_duration);
+                }
+                previous = Some(parsed);
+            }
+        }
+    }
+}

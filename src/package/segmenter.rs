@@ -387,3 +387,201 @@ impl Segmenter {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn avc(width: u32) -> AvcConfig {
+        AvcConfig {
+            record: Bytes::from_static(&[1, 0x64, 0, 0x1f, 0xff, 0xe1, 0, 0]),
+            profile_idc: 0x64,
+            constraint_flags: 0,
+            level_idc: 0x1f,
+            width,
+            height: 360,
+            frame_rate: Some(30.0),
+        }
+    }
+
+    fn aac() -> AacConfig {
+        AacConfig {
+            asc: Bytes::from_static(&[0x11, 0x90]),
+            object_type: 2,
+            sample_rate: 48_000,
+            channels: 2,
+        }
+    }
+
+    fn video(ms: i64, keyframe: bool) -> IngestEvent {
+        IngestEvent::Frame(MediaFrame {
+            track: Track::Video,
+            dts: MediaTime::from_millis(ms),
+            cts: 0,
+            keyframe,
+            data: Bytes::from_static(&[0, 0, 0, 2, 0x65, 0x88]),
+        })
+    }
+
+    fn audio(ms: i64) -> IngestEvent {
+        IngestEvent::Frame(MediaFrame {
+            track: Track::Audio,
+            dts: MediaTime::from_millis(ms),
+            cts: 0,
+            keyframe: true,
+            data: Bytes::from_static(&[0x21, 0x10]),
+        })
+    }
+
+    /// Feeds `seconds` of 30 fps video (keyframe every `gop_ms`) and 48 kHz AAC, interleaved by
+    /// time, starting at `start_ms` on the publisher's clock.
+    fn feed(s: &mut Segmenter, start_ms: i64, seconds: i64, gop_ms: i64) -> Vec<Segment> {
+        let mut out = Vec::new();
+        let mut events: Vec<(i64, IngestEvent)> = Vec::new();
+        for i in 0..seconds * 30 {
+            let t = i * 1000 / 30;
+            events.push((t, video(start_ms + t, t % gop_ms == 0)));
+        }
+        for i in 0..seconds * 48_000 / 1024 {
+            let t = i * 1024 * 1000 / 48_000;
+            events.push((t, audio(start_ms + t)));
+        }
+        events.sort_by_key(|(t, _)| *t);
+        for (_, event) in events {
+            out.extend(s.push(event, SystemTime::UNIX_EPOCH));
+        }
+        out
+    }
+
+    fn configured() -> Segmenter {
+        let mut s = Segmenter::new(Duration::from_secs(2));
+        assert!(s
+            .push(IngestEvent::VideoConfig(avc(640)), SystemTime::UNIX_EPOCH)
+            .is_empty());
+        assert!(s
+            .push(IngestEvent::AudioConfig(aac()), SystemTime::UNIX_EPOCH)
+            .is_empty());
+        s
+    }
+
+    #[test]
+    fn cuts_on_the_first_keyframe_at_or_after_the_target() {
+        let mut s = configured();
+        let segments = feed(&mut s, 0, 7, 1000);
+        // Keyframes every second, target 2 s: cuts at 2, 4, 6 s; the tail waits for more.
+        assert_eq!(
+            segments.iter().map(|x| x.sequence).collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+        for (i, segment) in segments.iter().enumerate() {
+            assert_eq!(segment.start.ticks, i as i64 * 2 * 90_000);
+            assert!(
+                (segment.duration.as_secs_f64() - 2.0).abs() < 0.001,
+                "{:?}",
+                segment.duration
+            );
+            assert_eq!(segment.video_frames, 60);
+            assert!(!segment.discontinuity);
+            assert_eq!(segment.init.id, 0);
+        }
+        let tail = s.publisher_left();
+        assert_eq!(tail.len(), 1);
+        assert!(
+            (tail[0].duration.as_secs_f64() - 1.0).abs() < 0.05,
+            "{:?}",
+            tail[0].duration
+        );
+    }
+
+    #[test]
+    fn sparse_keyframes_make_long_segments() {
+        let mut s = configured();
+        let segments = feed(&mut s, 0, 10, 3000);
+        let durations: Vec<u64> = segments.iter().map(|x| x.duration.as_secs()).collect();
+        assert_eq!(durations, [3, 3, 3]);
+    }
+
+    #[test]
+    fn frames_before_the_first_keyframe_are_dropped() {
+        let mut s = configured();
+        for ms in [0, 33, 66] {
+            assert!(s.push(video(ms, false), SystemTime::UNIX_EPOCH).is_empty());
+            assert!(s.push(audio(ms), SystemTime::UNIX_EPOCH).is_empty());
+        }
+        assert_eq!(s.dropped_frames(), 6);
+        let segments = feed(&mut s, 100, 5, 1000);
+        assert_eq!(
+            segments[0].start.ticks, 0,
+            "the timeline starts at the first keyframe"
+        );
+    }
+
+    #[test]
+    fn reconnect_continues_timeline_and_sequence_with_a_discontinuity() {
+        let mut s = configured();
+        let mut segments = feed(&mut s, 5_000, 4, 1000);
+        segments.extend(s.publisher_left());
+        let end = segments
+            .last()
+            .map(|x| x.start.ticks + (x.duration.as_secs_f64() * 90_000.0).round() as i64);
+        // The second publisher's clock starts at 0 again.
+        let second = feed(&mut s, 0, 4, 1000);
+        assert_eq!(second[0].sequence, segments.len() as u64);
+        assert!(second[0].discontinuity);
+        assert!(second[1..].iter().all(|x| !x.discontinuity));
+        assert_eq!(
+            Some(second[0].start.ticks),
+            end,
+            "timeline continues where it stopped"
+        );
+        assert_eq!(second[0].init.id, 0, "same parameters, same init");
+    }
+
+    #[test]
+    fn new_codec_parameters_get_a_new_init_at_the_next_keyframe() {
+        let mut s = configured();
+        let first = feed(&mut s, 0, 3, 1000);
+        assert_eq!(first.len(), 1);
+        s.push(IngestEvent::VideoConfig(avc(1280)), SystemTime::UNIX_EPOCH);
+        let more = feed(&mut s, 3_000, 3, 1000);
+        // The change forces a cut at the next keyframe (3 s) even though only 1 s had passed.
+        assert_eq!(more[0].init.id, 0);
+        assert!((more[0].duration.as_secs_f64() - 1.0).abs() < 0.05);
+        assert_eq!(more[1].init.id, 1);
+        assert_eq!(more[1].init.video.as_ref().map(|v| v.width), Some(1280));
+    }
+
+    #[test]
+    fn video_only_streams_cut_without_waiting_for_audio() {
+        let mut s = Segmenter::new(Duration::from_secs(2));
+        s.push(IngestEvent::VideoConfig(avc(640)), SystemTime::UNIX_EPOCH);
+        let mut segments = Vec::new();
+        for i in 0..61 {
+            segments.extend(s.push(video(i * 1000 / 30, i % 30 == 0), SystemTime::UNIX_EPOCH));
+        }
+        assert_eq!(
+            segments.len(),
+            1,
+            "cut as soon as the keyframe at 2 s arrives"
+        );
+        assert_eq!(segments[0].init.codecs(), "avc1.64001f");
+    }
+
+    #[test]
+    fn audio_waits_for_the_cut() {
+        let mut s = configured();
+        let mut segments = Vec::new();
+        for i in 0..60 {
+            segments.extend(s.push(video(i * 1000 / 30, i == 0), SystemTime::UNIX_EPOCH));
+        }
+        segments.extend(s.push(audio(0), SystemTime::UNIX_EPOCH));
+        // The keyframe at 2 s arrives before the audio up to it: no segment yet.
+        segments.extend(s.push(video(2000, true), SystemTime::UNIX_EPOCH));
+        assert!(segments.is_empty());
+        segments.extend(s.push(audio(1990), SystemTime::UNIX_EPOCH));
+        assert!(segments.is_empty());
+        segments.extend(s.push(audio(2011), SystemTime::UNIX_EPOCH));
+        assert_eq!(segments.len(), 1);
+        assert_eq!(segments[0].init.codecs(), "avc1.64001f,mp4a.40.2");
+    }
+}
