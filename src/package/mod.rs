@@ -8,4 +8,4 @@ pub mod playlist;
 pub mod segmenter;
 
 pub use playlist::{BitrateStats, MediaPlaylist, VariantInfo};
-pub use segmenter::{InitSection, Segment, Segmenter};
+pub use segmenter::{InitSection, Segment, SegmentError, Segmenter};

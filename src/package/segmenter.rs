@@ -67,6 +67,7 @@ struct Building {
     start: i64,
     video: Vec<MediaFrame>,
     audio: Vec<MediaFrame>,
+    bytes: usize,
 }
 
 impl Building {
@@ -75,9 +76,42 @@ impl Building {
             start,
             video: Vec::new(),
             audio: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    fn add(&mut self, frame: MediaFrame) {
+        self.bytes += frame.data.len();
+        match frame.track {
+            Track::Video => self.video.push(frame),
+            Track::Audio => self.audio.push(frame),
         }
     }
 }
+
+/// A segment being built grew past what any sane keyframe interval produces.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SegmentError {
+    /// No keyframe for too long: the publisher's GOP is far longer than the segment target.
+    #[error("no keyframe for {seconds} s (limit {limit} s): keyframe interval too long")]
+    KeyframeIntervalTooLong {
+        /// Media seconds collected without a keyframe to cut on.
+        seconds: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The segment being built holds more bytes than the limit.
+    #[error("segment exceeds {limit} bytes without a keyframe")]
+    TooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+}
+
+/// No segment may hold more than this (fMP4 offsets are 32-bit; memory is bounded per stream).
+const MAX_SEGMENT_BYTES: usize = 256 * 1024 * 1024;
+/// No segment may span more than this many target durations (and at least 30 s).
+const MAX_SEGMENT_TARGETS: i64 = 5;
 
 /// Where a publisher's timeline sits on the output timeline.
 #[derive(Debug, Clone, Copy)]
@@ -139,8 +173,52 @@ impl Segmenter {
         self.dropped_frames
     }
 
-    /// Feeds one ingest event; returns the segments it completed (zero or one).
-    pub fn push(&mut self, event: IngestEvent, now: SystemTime) -> Vec<Segment> {
+    /// Feeds one ingest event; returns the segments it completed (zero or one), or an error
+    /// when the publisher's keyframes are too far apart to segment (what was collected since the
+    /// last cut is dropped; the caller should disconnect the publisher).
+    pub fn push(
+        &mut self,
+        event: IngestEvent,
+        now: SystemTime,
+    ) -> Result<Vec<Segment>, SegmentError> {
+        let segments = self.push_event(event, now);
+        self.check_limits()?;
+        Ok(segments)
+    }
+
+    fn check_limits(&mut self) -> Result<(), SegmentError> {
+        let Some(current) = &self.current else {
+            return Ok(());
+        };
+        let limit_ticks = (self.target * MAX_SEGMENT_TARGETS).max(30 * i64::from(TIMESCALE));
+        let span = current
+            .video
+            .last()
+            .map_or(0, |f| f.dts.ticks - current.start);
+        let error = if span > limit_ticks {
+            let secs = |t: i64| u64::try_from(t / i64::from(TIMESCALE)).unwrap_or(0);
+            Some(SegmentError::KeyframeIntervalTooLong {
+                seconds: secs(span),
+                limit: secs(limit_ticks),
+            })
+        } else if current.bytes > MAX_SEGMENT_BYTES {
+            Some(SegmentError::TooLarge {
+                limit: MAX_SEGMENT_BYTES,
+            })
+        } else {
+            None
+        };
+        match error {
+            Some(error) => {
+                self.current = None;
+                self.pending_cut = None;
+                Err(error)
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn push_event(&mut self, event: IngestEvent, now: SystemTime) -> Vec<Segment> {
         match event {
             IngestEvent::VideoConfig(config) => {
                 if self.video_config.as_ref() != Some(&config) {
@@ -225,7 +303,7 @@ impl Segmenter {
         if let Some((cut, next)) = &mut self.pending_cut {
             let waited_too_long = dts - *cut > AUDIO_WAIT_TICKS;
             let cut = *cut;
-            next.video.push(frame);
+            next.add(frame);
             return if waited_too_long {
                 self.finish_cut(cut)
             } else {
@@ -242,14 +320,14 @@ impl Segmenter {
             }
             self.ensure_init();
             let mut building = Building::new(dts);
-            building.video.push(frame);
+            building.add(frame);
             self.current = Some(building);
             return Vec::new();
         };
         let due = dts - current.start >= self.target || self.config_changed;
         if frame.keyframe && due && !current.video.is_empty() {
             let mut next = Building::new(dts);
-            next.video.push(frame);
+            next.add(frame);
             self.pending_cut = Some((dts, next));
             if self.audio_config.is_none() || self.init.as_ref().is_some_and(|i| i.audio.is_none())
             {
@@ -257,7 +335,7 @@ impl Segmenter {
             }
             return Vec::new();
         }
-        current.video.push(frame);
+        current.add(frame);
         Vec::new()
     }
 
@@ -270,12 +348,12 @@ impl Segmenter {
         if let Some((cut, next)) = &mut self.pending_cut {
             if dts >= *cut {
                 let cut = *cut;
-                next.audio.push(frame);
+                next.add(frame);
                 return self.finish_cut(cut);
             }
         }
         match &mut self.current {
-            Some(current) if dts >= current.start => current.audio.push(frame),
+            Some(current) if dts >= current.start => current.add(frame),
             _ => self.dropped_frames += 1,
         }
         Vec::new()
@@ -448,19 +526,20 @@ mod tests {
         }
         events.sort_by_key(|(t, _)| *t);
         for (_, event) in events {
-            out.extend(s.push(event, SystemTime::UNIX_EPOCH));
+            out.extend(step(s, event));
         }
         out
     }
 
+    fn step(s: &mut Segmenter, event: IngestEvent) -> Vec<Segment> {
+        s.push(event, SystemTime::UNIX_EPOCH)
+            .expect("within limits")
+    }
+
     fn configured() -> Segmenter {
         let mut s = Segmenter::new(Duration::from_secs(2));
-        assert!(s
-            .push(IngestEvent::VideoConfig(avc(640)), SystemTime::UNIX_EPOCH)
-            .is_empty());
-        assert!(s
-            .push(IngestEvent::AudioConfig(aac()), SystemTime::UNIX_EPOCH)
-            .is_empty());
+        assert!(step(&mut s, IngestEvent::VideoConfig(avc(640))).is_empty());
+        assert!(step(&mut s, IngestEvent::AudioConfig(aac())).is_empty());
         s
     }
 
@@ -505,8 +584,8 @@ mod tests {
     fn frames_before_the_first_keyframe_are_dropped() {
         let mut s = configured();
         for ms in [0, 33, 66] {
-            assert!(s.push(video(ms, false), SystemTime::UNIX_EPOCH).is_empty());
-            assert!(s.push(audio(ms), SystemTime::UNIX_EPOCH).is_empty());
+            assert!(step(&mut s, video(ms, false)).is_empty());
+            assert!(step(&mut s, audio(ms)).is_empty());
         }
         assert_eq!(s.dropped_frames(), 6);
         let segments = feed(&mut s, 100, 5, 1000);
@@ -542,7 +621,7 @@ mod tests {
         let mut s = configured();
         let first = feed(&mut s, 0, 3, 1000);
         assert_eq!(first.len(), 1);
-        s.push(IngestEvent::VideoConfig(avc(1280)), SystemTime::UNIX_EPOCH);
+        step(&mut s, IngestEvent::VideoConfig(avc(1280)));
         let more = feed(&mut s, 3_000, 3, 1000);
         // The change forces a cut at the next keyframe (3 s) even though only 1 s had passed.
         assert_eq!(more[0].init.id, 0);
@@ -554,10 +633,10 @@ mod tests {
     #[test]
     fn video_only_streams_cut_without_waiting_for_audio() {
         let mut s = Segmenter::new(Duration::from_secs(2));
-        s.push(IngestEvent::VideoConfig(avc(640)), SystemTime::UNIX_EPOCH);
+        step(&mut s, IngestEvent::VideoConfig(avc(640)));
         let mut segments = Vec::new();
         for i in 0..61 {
-            segments.extend(s.push(video(i * 1000 / 30, i % 30 == 0), SystemTime::UNIX_EPOCH));
+            segments.extend(step(&mut s, video(i * 1000 / 30, i % 30 == 0)));
         }
         assert_eq!(
             segments.len(),
@@ -572,16 +651,63 @@ mod tests {
         let mut s = configured();
         let mut segments = Vec::new();
         for i in 0..60 {
-            segments.extend(s.push(video(i * 1000 / 30, i == 0), SystemTime::UNIX_EPOCH));
+            segments.extend(step(&mut s, video(i * 1000 / 30, i == 0)));
         }
-        segments.extend(s.push(audio(0), SystemTime::UNIX_EPOCH));
+        segments.extend(step(&mut s, audio(0)));
         // The keyframe at 2 s arrives before the audio up to it: no segment yet.
-        segments.extend(s.push(video(2000, true), SystemTime::UNIX_EPOCH));
+        segments.extend(step(&mut s, video(2000, true)));
         assert!(segments.is_empty());
-        segments.extend(s.push(audio(1990), SystemTime::UNIX_EPOCH));
+        segments.extend(step(&mut s, audio(1990)));
         assert!(segments.is_empty());
-        segments.extend(s.push(audio(2011), SystemTime::UNIX_EPOCH));
+        segments.extend(step(&mut s, audio(2011)));
         assert_eq!(segments.len(), 1);
         assert_eq!(segments[0].init.codecs(), "avc1.64001f,mp4a.40.2");
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    #[test]
+    fn a_publisher_without_keyframes_is_refused_not_buffered_forever() {
+        let mut s = Segmenter::new(Duration::from_secs(2));
+        let config = AvcConfig {
+            record: Bytes::from_static(&[1, 0x64, 0, 0x1f]),
+            profile_idc: 0x64,
+            constraint_flags: 0,
+            level_idc: 0x1f,
+            width: 640,
+            height: 360,
+            frame_rate: None,
+        };
+        s.push(IngestEvent::VideoConfig(config), SystemTime::UNIX_EPOCH)
+            .expect("config");
+        let frame = |ms: i64, keyframe: bool| {
+            IngestEvent::Frame(MediaFrame {
+                track: Track::Video,
+                dts: MediaTime::from_millis(ms),
+                cts: 0,
+                keyframe,
+                data: Bytes::from_static(&[0, 0, 0, 1, 0x41]),
+            })
+        };
+        s.push(frame(0, true), SystemTime::UNIX_EPOCH)
+            .expect("first keyframe");
+        let mut error = None;
+        for i in 1..40 * 30 {
+            if let Err(e) = s.push(frame(i * 1000 / 30, false), SystemTime::UNIX_EPOCH) {
+                error = Some((i, e));
+                break;
+            }
+        }
+        let (at, error) = error.expect("refused");
+        assert_eq!(at, 30 * 30 + 1, "refused just past 30 s");
+        assert_eq!(
+            error.to_string(),
+            "no keyframe for 30 s (limit 30 s): keyframe interval too long"
+        );
+        // Nothing held afterwards; the next keyframe starts cleanly.
+        assert!(s.publisher_left().is_empty());
     }
 }

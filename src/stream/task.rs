@@ -94,10 +94,17 @@ impl StreamTask {
                         self.last_keyframe_arrival = Some(Instant::now());
                     }
                 }
-                for segment in self.segmenter.push(event, SystemTime::now()) {
-                    self.publish(&segment);
+                match self.segmenter.push(event, SystemTime::now()) {
+                    Ok(segments) => segments.iter().for_each(|segment| self.publish(segment)),
+                    Err(error) => {
+                        // Dropping the receiver disconnects the publisher.
+                        warn!(stream = %self.stream, %error, "disconnecting publisher");
+                        break;
+                    }
                 }
             }
+            // Makes the connection's next send fail, so it closes (no-op when it already left).
+            publisher.close();
             for segment in self.segmenter.publisher_left() {
                 self.publish(&segment);
             }
