@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 ensure_packages ffmpeg:ffmpeg ffprobe:ffmpeg
+ensure_gstreamer
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -122,7 +122,65 @@ impl Publisher {
         Publisher(child)
     }
 
-    /// Waits for ffmpeg to exit; returns its status and stderr.
+    /// Pushes `seconds` of videotestsrc + audiotestsrc with GStreamer (x264enc, avenc_aac,
+    /// flvmux, rtmp2sink) in real time.
+    pub fn gstreamer(rtmp: std::net::SocketAddr, key: &str, seconds: u32) -> Self {
+        let url = format!("location=rtmp://{rtmp}/live/{key}");
+        let video_buffers = format!("num-buffers={}", seconds * 30);
+        // audiotestsrc sends 1024 samples per buffer.
+        let audio_buffers = format!("num-buffers={}", seconds * 48_000 / 1024);
+        let pipeline = [
+            "videotestsrc",
+            "is-live=true",
+            &video_buffers,
+            "!",
+            "video/x-raw,width=640,height=360,framerate=30/1",
+            "!",
+            "x264enc",
+            "key-int-max=60",
+            "tune=zerolatency",
+            "speed-preset=ultrafast",
+            "bitrate=800",
+            "!",
+            "h264parse",
+            "!",
+            "queue",
+            "!",
+            "flvmux",
+            "name=mux",
+            "streamable=true",
+            "!",
+            "rtmp2sink",
+            &url,
+            "audiotestsrc",
+            "is-live=true",
+            &audio_buffers,
+            "!",
+            "audioconvert",
+            "!",
+            "audioresample",
+            "!",
+            "audio/x-raw,rate=48000,channels=2",
+            "!",
+            "avenc_aac",
+            "!",
+            "aacparse",
+            "!",
+            "queue",
+            "!",
+            "mux.",
+        ];
+        let child = Command::new("gst-launch-1.0")
+            .arg("-q")
+            .args(pipeline)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn gst-launch-1.0");
+        Publisher(child)
+    }
+
+    /// Waits for the publisher to exit; returns its status and stderr.
     pub fn wait(mut self, limit: Duration) -> (std::process::ExitStatus, String) {
         let deadline = Instant::now() + limit;
         loop {
