@@ -79,8 +79,8 @@ pub fn parse_video(body: Bytes) -> Result<VideoTag, FlvError> {
     })?;
     let frame_type = first >> 4;
     let codec_id = first & 0x0f;
-    // Enhanced RTMP sets the top bit (IsExHeader) and names the codec by FourCC instead;
-    // the low nibble is then a packet type, not a codec id.
+    // Enhanced RTMP sets the top bit (IsExHeader) and names the codec by FourCC; its low
+    // nibble is a packet type, reported as-is since no codec id exists there.
     if first & 0x80 != 0 || codec_id != CODEC_AVC {
         return Err(FlvError::UnsupportedCodec {
             track: "video",

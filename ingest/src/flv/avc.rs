@@ -5,8 +5,9 @@ use super::FlvError;
 use crate::frame::AvcConfig;
 use bytes::Bytes;
 
-/// NAL unit types carried in the record.
+/// NAL unit type of a sequence parameter set.
 const NAL_SPS: u8 = 7;
+/// NAL unit type of a picture parameter set.
 const NAL_PPS: u8 = 8;
 
 /// Profiles whose SPS carries chroma format, bit depths and scaling matrices (H.264 §7.3.2.1.1).
