@@ -11,6 +11,7 @@ pub mod package;
 pub mod serve;
 pub mod store;
 pub mod stream;
+pub mod transcode;
 
 use config::Config;
 use headwater_ingest::rtmp::{self, RtmpSettings};

@@ -1,22 +1,18 @@
-//! The segmenter: cuts one rendition's frames into CMAF segments on keyframes.
+//! Segments and init sections, and the single-rendition [`Segmenter`].
 //!
 //! A segment closes at the first video keyframe at or after the target duration (or earlier, when
 //! the codec configuration changes). Audio frames are assigned by decode time, so a segment's
 //! audio covers the same span as its video. The output timeline starts at 0 on the stream's first
 //! keyframe and continues across publisher reconnects (the next segment is marked discontinuous).
+//! The decision is the stream's [`Cadence`]; the cutting is a [`Cutter`] per rendition.
 //! Pure state machine: no I/O, no clocks except the wall time passed in.
 
-use super::fmp4::{self, Sample, TrackFragment};
+use super::cutter::Cutter;
+use crate::transcode::gop::{Cadence, Cue, CutMode, KeyframeIntervalTooLong};
 use bytes::Bytes;
-use headwater_ingest::{AacConfig, AvcConfig, IngestEvent, MediaFrame, MediaTime, Track};
+use headwater_ingest::{AacConfig, AvcConfig, IngestEvent, MediaTime};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-
-/// Ticks per second of the segmenter's internal timeline (the video track's timescale).
-const TIMESCALE: u32 = fmp4::VIDEO_TIMESCALE;
-
-/// Video decode-time distance past a pending cut after which we stop waiting for audio.
-const AUDIO_WAIT_TICKS: i64 = TIMESCALE as i64;
 
 /// An init section: the `ftyp`+`moov` that every following segment needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,35 +57,7 @@ pub struct Segment {
     pub video_frames: u32,
 }
 
-/// Frames collected for the segment being built.
-#[derive(Debug)]
-struct Building {
-    start: i64,
-    video: Vec<MediaFrame>,
-    audio: Vec<MediaFrame>,
-    bytes: usize,
-}
-
-impl Building {
-    fn new(start: i64) -> Self {
-        Self {
-            start,
-            video: Vec::new(),
-            audio: Vec::new(),
-            bytes: 0,
-        }
-    }
-
-    fn add(&mut self, frame: MediaFrame) {
-        self.bytes += frame.data.len();
-        match frame.track {
-            Track::Video => self.video.push(frame),
-            Track::Audio => self.audio.push(frame),
-        }
-    }
-}
-
-/// A segment being built grew past what any sane keyframe interval produces.
+/// Why segmenting a publisher's frames failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SegmentError {
     /// No keyframe for too long: the publisher's GOP is far longer than the segment target.
@@ -108,69 +76,38 @@ pub enum SegmentError {
     },
 }
 
-/// No segment may hold more than this (fMP4 offsets are 32-bit; memory is bounded per stream).
-const MAX_SEGMENT_BYTES: usize = 256 * 1024 * 1024;
-/// No segment may span more than this many target durations (and at least 30 s).
-const MAX_SEGMENT_TARGETS: i64 = 5;
-
-/// Where a publisher's timeline sits on the output timeline.
-#[derive(Debug, Clone, Copy)]
-struct Anchor {
-    /// Added to input decode times (in [`TIMESCALE`] ticks).
-    offset: i64,
-    /// Output decode time at which `wall` was observed.
-    out_time: i64,
-    wall: SystemTime,
+impl From<KeyframeIntervalTooLong> for SegmentError {
+    fn from(e: KeyframeIntervalTooLong) -> Self {
+        Self::KeyframeIntervalTooLong {
+            seconds: e.seconds,
+            limit: e.limit,
+        }
+    }
 }
 
-/// Cuts frames into segments; one per rendition.
+/// One rendition cut on its own keyframes: a [`Cadence`] in keyframe mode deciding for one
+/// [`Cutter`]. The stream task uses the two separately (one cadence, a cutter per rendition);
+/// this is the single-rendition form.
 #[derive(Debug)]
 pub struct Segmenter {
-    target: i64,
-    video_config: Option<AvcConfig>,
-    audio_config: Option<AacConfig>,
-    init: Option<Arc<InitSection>>,
-    config_changed: bool,
-    anchor: Option<Anchor>,
-    current: Option<Building>,
-    /// A keyframe closed `current` at this time; waiting for audio to pass it.
-    pending_cut: Option<(i64, Building)>,
-    next_sequence: u64,
-    discontinuity_next: bool,
-    /// Output time where the previous publisher's media ended.
-    timeline_end: i64,
-    last_video_duration: i64,
-    next_audio_tick: Option<u64>,
-    last_init_id: Option<u32>,
+    cadence: Cadence,
+    cutter: Cutter,
     dropped_frames: u64,
 }
 
 impl Segmenter {
-    /// A segmenter cutting at `target` (rounded to whole milliseconds).
+    /// A segmenter cutting at the first keyframe at or after `target` (whole milliseconds).
     pub fn new(target: Duration) -> Self {
-        let target_ms = i64::try_from(target.as_millis()).unwrap_or(i64::MAX / 1000);
         Self {
-            target: MediaTime::from_millis(target_ms).rescale(TIMESCALE).ticks,
-            video_config: None,
-            audio_config: None,
-            init: None,
-            config_changed: false,
-            anchor: None,
-            current: None,
-            pending_cut: None,
-            next_sequence: 0,
-            discontinuity_next: false,
-            timeline_end: 0,
-            last_video_duration: i64::from(TIMESCALE / 30),
-            next_audio_tick: None,
-            last_init_id: None,
+            cadence: Cadence::new(CutMode::Keyframes, target),
+            cutter: Cutter::new(),
             dropped_frames: 0,
         }
     }
 
     /// Frames dropped because they came before the first keyframe or had no usable config.
     pub fn dropped_frames(&self) -> u64 {
-        self.dropped_frames
+        self.dropped_frames + self.cutter.dropped_frames()
     }
 
     /// Feeds one ingest event; returns the segments it completed (zero or one), or an error
@@ -181,294 +118,40 @@ impl Segmenter {
         event: IngestEvent,
         now: SystemTime,
     ) -> Result<Vec<Segment>, SegmentError> {
-        let segments = self.push_event(event, now);
-        self.check_limits()?;
-        Ok(segments)
-    }
-
-    fn check_limits(&mut self) -> Result<(), SegmentError> {
-        let Some(current) = &self.current else {
-            return Ok(());
+        let frame = match event {
+            IngestEvent::Frame(frame) => frame,
+            config => {
+                self.cadence.config(&config);
+                self.cutter.config(config);
+                return Ok(Vec::new());
+            }
         };
-        let limit_ticks = (self.target * MAX_SEGMENT_TARGETS).max(30 * i64::from(TIMESCALE));
-        let span = current
-            .video
-            .last()
-            .map_or(0, |f| f.dts.ticks - current.start);
-        let error = if span > limit_ticks {
-            let secs = |t: i64| u64::try_from(t / i64::from(TIMESCALE)).unwrap_or(0);
-            Some(SegmentError::KeyframeIntervalTooLong {
-                seconds: secs(span),
-                limit: secs(limit_ticks),
-            })
-        } else if current.bytes > MAX_SEGMENT_BYTES {
-            Some(SegmentError::TooLarge {
-                limit: MAX_SEGMENT_BYTES,
-            })
-        } else {
-            None
-        };
-        match error {
-            Some(error) => {
-                self.current = None;
-                self.pending_cut = None;
-                Err(error)
+        match self.cadence.frame(frame, now) {
+            Ok(Cue::Video { frame, boundary }) => self.cutter.video(frame, boundary),
+            Ok(Cue::Audio(frame)) => Ok(self.cutter.audio(frame)),
+            Ok(Cue::Dropped) => {
+                self.dropped_frames += 1;
+                Ok(Vec::new())
             }
-            None => Ok(()),
-        }
-    }
-
-    fn push_event(&mut self, event: IngestEvent, now: SystemTime) -> Vec<Segment> {
-        match event {
-            IngestEvent::VideoConfig(config) => {
-                if self.video_config.as_ref() != Some(&config) {
-                    self.config_changed = self.init.is_some();
-                    self.video_config = Some(config);
-                }
-                Vec::new()
+            Err(error) => {
+                self.cutter.abandon();
+                Err(error.into())
             }
-            IngestEvent::AudioConfig(config) => {
-                if self.audio_config.as_ref() != Some(&config) {
-                    self.config_changed = self.init.is_some();
-                    self.audio_config = Some(config);
-                }
-                Vec::new()
-            }
-            IngestEvent::Frame(frame) => self.push_frame(frame, now),
         }
     }
 
     /// The publisher left: closes what was collected and prepares for a reconnect, whose first
     /// segment will be marked discontinuous.
     pub fn publisher_left(&mut self) -> Vec<Segment> {
-        let mut out = Vec::new();
-        if let Some((cut, next)) = self.pending_cut.take() {
-            out.extend(self.close(cut));
-            self.current = Some(next);
-        }
-        if let Some(end) = self
-            .current
-            .as_ref()
-            .and_then(|b| b.video.last())
-            .map(|f| f.dts.ticks + self.last_video_duration)
-        {
-            out.extend(self.close(end));
-            self.timeline_end = end;
-        }
-        self.current = None;
-        self.anchor = None;
-        self.next_audio_tick = None;
-        self.discontinuity_next = self.next_sequence > 0;
-        out
-    }
-
-    fn push_frame(&mut self, mut frame: MediaFrame, now: SystemTime) -> Vec<Segment> {
-        let input = frame.dts.rescale(TIMESCALE).ticks;
-        let cts_scale = frame.dts.timescale;
-        frame.cts = i32::try_from(
-            MediaTime::new(i64::from(frame.cts), cts_scale)
-                .rescale(TIMESCALE)
-                .ticks,
-        )
-        .unwrap_or(0);
-        let anchor = match self.anchor {
-            Some(anchor) => anchor,
-            None if frame.track == Track::Video
-                && frame.keyframe
-                && self.video_config.is_some() =>
-            {
-                let anchor = Anchor {
-                    offset: self.timeline_end - input,
-                    out_time: self.timeline_end,
-                    wall: now,
-                };
-                self.anchor = Some(anchor);
-                anchor
-            }
-            None => {
-                self.dropped_frames += 1;
-                return Vec::new();
-            }
-        };
-        let dts = input + anchor.offset;
-        frame.dts = MediaTime::new(dts, TIMESCALE);
-        match frame.track {
-            Track::Video => self.push_video(frame),
-            Track::Audio => self.push_audio(frame),
-        }
-    }
-
-    fn push_video(&mut self, frame: MediaFrame) -> Vec<Segment> {
-        let dts = frame.dts.ticks;
-        if let Some((cut, next)) = &mut self.pending_cut {
-            let waited_too_long = dts - *cut > AUDIO_WAIT_TICKS;
-            let cut = *cut;
-            next.add(frame);
-            return if waited_too_long {
-                self.finish_cut(cut)
-            } else {
-                Vec::new()
-            };
-        }
-        let Some(current) = &mut self.current else {
-            if !frame.keyframe {
-                self.dropped_frames += 1;
-                return Vec::new();
-            }
-            if std::mem::take(&mut self.config_changed) {
-                self.init = None;
-            }
-            self.ensure_init();
-            let mut building = Building::new(dts);
-            building.add(frame);
-            self.current = Some(building);
-            return Vec::new();
-        };
-        let due = dts - current.start >= self.target || self.config_changed;
-        if frame.keyframe && due && !current.video.is_empty() {
-            let mut next = Building::new(dts);
-            next.add(frame);
-            self.pending_cut = Some((dts, next));
-            if self.audio_config.is_none() || self.init.as_ref().is_some_and(|i| i.audio.is_none())
-            {
-                return self.finish_cut(dts);
-            }
-            return Vec::new();
-        }
-        current.add(frame);
-        Vec::new()
-    }
-
-    fn push_audio(&mut self, frame: MediaFrame) -> Vec<Segment> {
-        if self.init.as_ref().is_some_and(|i| i.audio.is_none()) {
-            self.dropped_frames += 1;
-            return Vec::new();
-        }
-        let dts = frame.dts.ticks;
-        if let Some((cut, next)) = &mut self.pending_cut {
-            if dts >= *cut {
-                let cut = *cut;
-                next.add(frame);
-                return self.finish_cut(cut);
-            }
-        }
-        match &mut self.current {
-            Some(current) if dts >= current.start => current.add(frame),
-            _ => self.dropped_frames += 1,
-        }
-        Vec::new()
-    }
-
-    /// Closes `current` at `cut` and starts the pending next segment.
-    fn finish_cut(&mut self, cut: i64) -> Vec<Segment> {
-        let Some((_, next)) = self.pending_cut.take() else {
-            return Vec::new();
-        };
-        let segment = self.close(cut);
-        self.current = Some(next);
-        if self.config_changed {
-            self.config_changed = false;
-            self.init = None;
-        }
-        self.ensure_init();
-        segment.into_iter().collect()
-    }
-
-    fn ensure_init(&mut self) {
-        if self.init.is_some() {
-            return;
-        }
-        let id = self.last_init_id.map_or(0, |id| id + 1);
-        self.last_init_id = Some(id);
-        let data = fmp4::write_init(self.video_config.as_ref(), self.audio_config.as_ref());
-        self.init = Some(Arc::new(InitSection {
-            id,
-            data,
-            video: self.video_config.clone(),
-            audio: self.audio_config.clone(),
-        }));
-        self.next_audio_tick = None;
-    }
-
-    /// Muxes `current` as one segment ending at `end` (output ticks).
-    fn close(&mut self, end: i64) -> Option<Segment> {
-        let building = self.current.take()?;
-        let init = self.init.clone()?;
-        let anchor = self.anchor?;
-        if building.video.is_empty() {
-            return None;
-        }
-        let mut video = Vec::with_capacity(building.video.len());
-        for (i, frame) in building.video.iter().enumerate() {
-            let next = building.video.get(i + 1).map_or(end, |f| f.dts.ticks);
-            let duration = (next - frame.dts.ticks).max(1);
-            self.last_video_duration = duration;
-            video.push(Sample {
-                duration: u32::try_from(duration).unwrap_or(u32::MAX),
-                cts_offset: frame.cts,
-                keyframe: frame.keyframe,
-                data: frame.data.clone(),
-            });
-        }
-        let video_base = u64::try_from(building.start).unwrap_or(0);
-        let mut fragments = vec![TrackFragment {
-            track_id: fmp4::VIDEO_TRACK_ID,
-            base_decode_time: video_base,
-            samples: &video,
-        }];
-        let audio: Vec<Sample>;
-        if let (Some(config), Some(first)) = (&init.audio, building.audio.first()) {
-            let per_frame = AacConfig::SAMPLES_PER_FRAME;
-            let actual = u64::try_from(first.dts.rescale(config.sample_rate).ticks).unwrap_or(0);
-            // Keep audio contiguous across segments unless the publisher really skipped audio.
-            let base = match self.next_audio_tick {
-                Some(expected) if expected.abs_diff(actual) <= u64::from(per_frame) => expected,
-                _ => actual,
-            };
-            audio = building
-                .audio
-                .iter()
-                .map(|f| Sample {
-                    duration: per_frame,
-                    cts_offset: 0,
-                    keyframe: true,
-                    data: f.data.clone(),
-                })
-                .collect();
-            self.next_audio_tick = Some(base + u64::from(per_frame) * audio.len() as u64);
-            fragments.push(TrackFragment {
-                track_id: fmp4::AUDIO_TRACK_ID,
-                base_decode_time: base,
-                samples: &audio,
-            });
-        }
-        let sequence = self.next_sequence;
-        self.next_sequence += 1;
-        let data = fmp4::write_segment(sequence as u32, &fragments);
-        let since_anchor = MediaTime::new(building.start - anchor.out_time, TIMESCALE);
-        let program_date_time =
-            anchor.wall + Duration::from_secs_f64(since_anchor.as_secs_f64().max(0.0));
-        let discontinuity = std::mem::take(&mut self.discontinuity_next);
-        Some(Segment {
-            sequence,
-            start: MediaTime::new(building.start, TIMESCALE),
-            duration: Duration::from_secs_f64(
-                MediaTime::new(end - building.start, TIMESCALE)
-                    .as_secs_f64()
-                    .max(0.0),
-            ),
-            data,
-            init,
-            discontinuity,
-            program_date_time,
-            video_frames: u32::try_from(video.len()).unwrap_or(u32::MAX),
-        })
+        let end = self.cadence.publisher_left();
+        self.cutter.publisher_left(end)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use headwater_ingest::{MediaFrame, Track};
 
     fn avc(width: u32) -> AvcConfig {
         AvcConfig {
@@ -668,6 +351,7 @@ mod tests {
 #[cfg(test)]
 mod limit_tests {
     use super::*;
+    use headwater_ingest::{MediaFrame, Track};
 
     #[test]
     fn a_publisher_without_keyframes_is_refused_not_buffered_forever() {
