@@ -4,7 +4,13 @@
 //! `config/headwater.toml`, which parses to exactly [`Config::default()`]. Each module gets its
 //! own section, never the root. Errors name the offending field path.
 
+mod ladder;
+
 use crate::names::StreamName;
+pub use ladder::{
+    LadderConfig, LadderOverride, RenditionConfig, StreamLadder, H264_PROFILES, SOURCE_RENDITION,
+    X264_PRESETS,
+};
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -56,6 +62,9 @@ pub struct Config {
     pub rtmp: RtmpConfig,
     /// HLS packaging and playlists.
     pub hls: HlsConfig,
+    /// The adaptive bitrate ladder (renditions per stream); the default ladder when absent.
+    #[serde(default)]
+    pub ladder: LadderConfig,
     /// Stream keys allowed to publish; each maps a secret key to a public stream name.
     #[serde(default)]
     pub keys: Vec<KeyConfig>,
@@ -143,6 +152,7 @@ impl Default for Config {
                 reconnect_grace: Duration::from_secs(10),
                 ended_retention: Duration::from_secs(60),
             },
+            ladder: LadderConfig::default(),
             keys: vec![KeyConfig {
                 key: "demo".into(),
                 stream: StreamName::parse("demo").expect("literal is a valid name"),
@@ -202,6 +212,7 @@ impl Config {
         if h.reconnect_grace > Duration::from_secs(600) {
             return Err(invalid("hls.reconnect_grace", "must be at most 10m"));
         }
+        self.ladder.validate()?;
         let mut seen = HashSet::new();
         for (i, entry) in self.keys.iter().enumerate() {
             if entry.key.len() < 4
