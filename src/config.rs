@@ -7,6 +7,7 @@
 mod ladder;
 
 use crate::names::StreamName;
+use bytesize::ByteSize;
 pub use ladder::{
     LadderConfig, LadderOverride, RenditionConfig, StreamLadder, H264_PROFILES, SOURCE_RENDITION,
     X264_PRESETS,
@@ -14,7 +15,7 @@ pub use ladder::{
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The shipped demo configuration, embedded so `headwater serve` runs without files.
@@ -62,12 +63,68 @@ pub struct Config {
     pub rtmp: RtmpConfig,
     /// HLS packaging and playlists.
     pub hls: HlsConfig,
+    /// The media cache (memory + disk tiers).
+    pub cache: CacheConfig,
+    /// Shield mode: a caching proxy in front of another origin (`headwater shield`).
+    pub shield: ShieldConfig,
     /// The adaptive bitrate ladder (renditions per stream); the default ladder when absent.
     #[serde(default)]
     pub ladder: LadderConfig,
     /// Stream keys allowed to publish; each maps a secret key to a public stream name.
     #[serde(default)]
     pub keys: Vec<KeyConfig>,
+}
+
+/// `[cache]`: the hybrid cache segments and init sections are served from.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Memory tier size (bytes of cached bodies). At least "16 MiB". Default "256 MiB".
+    pub memory: ByteSize,
+    /// Disk tier size; "0 B" disables the disk tier. At least "128 MiB" otherwise. Default "1 GiB".
+    pub disk: ByteSize,
+    /// Directory of the disk tier (created if missing; reopened after a restart). Default
+    /// "data/cache".
+    pub dir: PathBuf,
+}
+
+/// `[shield]`: settings of `headwater shield` (command-line flags override them).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShieldConfig {
+    /// Base URL of the upstream origin (http only). Default "http://127.0.0.1:8080".
+    pub upstream: String,
+    /// Address the shield serves on. Default "127.0.0.1:8082".
+    pub listen: SocketAddr,
+    /// TCP connect timeout to the upstream. Default "1s".
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Whole-request timeout to the upstream. Default "5s".
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Retries after a failed upstream attempt (connect error, timeout, 5xx). 0 to 5. Default 2.
+    pub retries: u32,
+    /// Backoff before the first retry; doubles for each next one. Default "50ms".
+    #[serde(with = "humantime_serde")]
+    pub retry_backoff: Duration,
+    /// Consecutive failed fetches that open the circuit breaker. Default 5.
+    pub breaker_failures: u32,
+    /// How long an open circuit refuses upstream requests before one trial. Default "5s".
+    #[serde(with = "humantime_serde")]
+    pub breaker_cooldown: Duration,
+    /// A playlist may be served this long past its lifetime while the upstream fails. Default "30s".
+    #[serde(with = "humantime_serde")]
+    pub stale_if_error: Duration,
+    /// Longest playlist lifetime (media playlists are also capped at half their target
+    /// duration). Default "3s".
+    #[serde(with = "humantime_serde")]
+    pub playlist_ttl_cap: Duration,
+    /// How long an upstream 404 is remembered. Default "1s".
+    #[serde(with = "humantime_serde")]
+    pub negative_ttl: Duration,
+    /// How long a request waits for another request's fill of the same object. Default "10s".
+    #[serde(with = "humantime_serde")]
+    pub fill_timeout: Duration,
 }
 
 /// `[http]`: the plain-HTTP listener (HTTP/1.1 and h2c).
@@ -152,6 +209,25 @@ impl Default for Config {
                 reconnect_grace: Duration::from_secs(10),
                 ended_retention: Duration::from_secs(60),
             },
+            cache: CacheConfig {
+                memory: ByteSize::mib(256),
+                disk: ByteSize::gib(1),
+                dir: PathBuf::from("data/cache"),
+            },
+            shield: ShieldConfig {
+                upstream: "http://127.0.0.1:8080".into(),
+                listen: SocketAddr::from(([127, 0, 0, 1], 8082)),
+                connect_timeout: Duration::from_secs(1),
+                request_timeout: Duration::from_secs(5),
+                retries: 2,
+                retry_backoff: Duration::from_millis(50),
+                breaker_failures: 5,
+                breaker_cooldown: Duration::from_secs(5),
+                stale_if_error: Duration::from_secs(30),
+                playlist_ttl_cap: Duration::from_secs(3),
+                negative_ttl: Duration::from_secs(1),
+                fill_timeout: Duration::from_secs(10),
+            },
             ladder: LadderConfig::default(),
             keys: vec![KeyConfig {
                 key: "demo".into(),
@@ -212,6 +288,20 @@ impl Config {
         if h.reconnect_grace > Duration::from_secs(600) {
             return Err(invalid("hls.reconnect_grace", "must be at most 10m"));
         }
+        let c = &self.cache;
+        if c.memory < ByteSize::mib(16) {
+            return Err(invalid("cache.memory", "must be at least 16 MiB"));
+        }
+        if c.disk.as_u64() != 0 && c.disk < ByteSize::mib(128) {
+            return Err(invalid(
+                "cache.disk",
+                "must be 0 B (no disk tier) or at least 128 MiB",
+            ));
+        }
+        if c.disk.as_u64() != 0 && c.dir.as_os_str().is_empty() {
+            return Err(invalid("cache.dir", "must be set when cache.disk is not 0"));
+        }
+        self.shield.validate()?;
         self.ladder.validate()?;
         let mut seen = HashSet::new();
         for (i, entry) in self.keys.iter().enumerate() {
@@ -229,6 +319,36 @@ impl Config {
             }
             if !seen.insert(entry.key.as_str()) {
                 return Err(invalid(format!("keys[{i}].key"), "is listed twice"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ShieldConfig {
+    /// Checks the shield section; also used after command-line overrides.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let rest = self.upstream.strip_prefix("http://").unwrap_or("");
+        if rest.is_empty() || rest.starts_with('/') || rest.contains(['?', '#', ' ']) {
+            return Err(invalid(
+                "shield.upstream",
+                "must be an http:// URL with a host, e.g. http://origin:8080",
+            ));
+        }
+        if self.retries > 5 {
+            return Err(invalid("shield.retries", "must be at most 5"));
+        }
+        if self.breaker_failures == 0 {
+            return Err(invalid("shield.breaker_failures", "must be at least 1"));
+        }
+        for (field, value) in [
+            ("shield.connect_timeout", self.connect_timeout),
+            ("shield.request_timeout", self.request_timeout),
+            ("shield.playlist_ttl_cap", self.playlist_ttl_cap),
+            ("shield.fill_timeout", self.fill_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(field, "must be greater than 0"));
             }
         }
         Ok(())
@@ -291,6 +411,26 @@ mod tests {
                 "app = \"live\"",
                 "app = \"a/b\"",
                 "rtmp.app: must be a non-empty name without '/'",
+            ),
+            (
+                "memory = \"256 MiB\"",
+                "memory = \"1 MiB\"",
+                "cache.memory: must be at least 16 MiB",
+            ),
+            (
+                "disk = \"1 GiB\"",
+                "disk = \"10 MiB\"",
+                "cache.disk: must be 0 B (no disk tier) or at least 128 MiB",
+            ),
+            (
+                "upstream = \"http://127.0.0.1:8080\"",
+                "upstream = \"ftp://x\"",
+                "shield.upstream: must be an http:// URL with a host, e.g. http://origin:8080",
+            ),
+            (
+                "retries = 2",
+                "retries = 9",
+                "shield.retries: must be at most 5",
             ),
             (
                 "key = \"demo\"",

@@ -1,9 +1,11 @@
 //! Headwater: a live-video origin server. RTMP in, CMAF/fMP4 HLS out.
 //!
 //! Media flows one way: `ingest` (crate `headwater-ingest`) -> [`stream`] -> [`package`] ->
-//! [`store`] -> [`serve`]. [`config`], [`names`] and [`observe`] are leaves everyone may use.
-//! [`Server`] wires the pieces; `main.rs` is only the command line around it.
+//! [`store`] -> [`cache`] -> [`serve`]. [`config`], [`names`] and [`observe`] are leaves
+//! everyone may use. [`Server`] (Origin) and [`Shield`] wire the pieces; `main.rs` is only the
+//! command line around them.
 
+pub mod cache;
 pub mod config;
 pub mod names;
 pub mod observe;
@@ -13,15 +15,49 @@ pub mod store;
 pub mod stream;
 pub mod transcode;
 
-use config::Config;
+use cache::origin::StoreSource;
+use cache::upstream::{Upstream, UpstreamSettings};
+use cache::{Cache, CachePolicy};
+use config::{CacheConfig, Config, ShieldConfig};
 use headwater_ingest::rtmp::{self, RtmpSettings};
+use metrics_exporter_prometheus::PrometheusHandle;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-/// A running Headwater: its bound addresses and the handle to stop it.
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The configured address.
+        addr: SocketAddr,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The cache could not be opened.
+    #[error("cannot open the cache")]
+    Cache(#[from] cache::hybrid::OpenError),
+    /// The upstream client could not be built.
+    #[error("cannot build the upstream client")]
+    Upstream(#[source] reqwest::Error),
+}
+
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })?;
+    Ok((listener, bound))
+}
+
+/// A running Origin: its bound addresses and the handle to stop it.
 #[derive(Debug)]
 pub struct Server {
     /// Where HTTP is served (the port is real even when the config said 0).
@@ -32,21 +68,34 @@ pub struct Server {
     pub store: Arc<store::Store>,
     /// The stream registry (for tests and diagnostics).
     pub registry: Arc<stream::Registry>,
+    cache: Arc<Cache<StoreSource>>,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
 }
 
+fn origin_policy(config: &ShieldConfig) -> CachePolicy {
+    CachePolicy {
+        cache_playlists: false,
+        playlist_ttl_cap: config.playlist_ttl_cap,
+        stale_if_error: config.stale_if_error,
+        negative_ttl: None,
+        fill_timeout: config.fill_timeout,
+    }
+}
+
 impl Server {
-    /// Binds every listener and starts serving. `metrics` renders `/metrics` when given.
+    /// Binds every listener, opens the cache and starts serving. `metrics` renders `/metrics`
+    /// when given.
     pub async fn start(
         config: Config,
-        metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
-    ) -> std::io::Result<Self> {
-        let http = TcpListener::bind(config.http.listen).await?;
-        let rtmp_listener = TcpListener::bind(config.rtmp.listen).await?;
-        let http_addr = http.local_addr()?;
-        let rtmp_addr = rtmp_listener.local_addr()?;
+        metrics: Option<PrometheusHandle>,
+    ) -> Result<Self, StartError> {
+        let (http, http_addr) = bind(config.http.listen).await?;
+        let (rtmp_listener, rtmp_addr) = bind(config.rtmp.listen).await?;
         let store = Arc::new(store::Store::new());
+        let media = cache::hybrid::build(&config.cache).await?;
+        let source = StoreSource::new(store.clone(), serve::object::represent);
+        let cache = Arc::new(Cache::new(source, media, origin_policy(&config.shield)));
         let registry = Arc::new(stream::Registry::new(
             config.rtmp.app.clone(),
             &config.keys,
@@ -68,30 +117,104 @@ impl Server {
             hook,
             shutdown.clone().cancelled_owned(),
         ));
-        let router = serve::router(serve::AppState {
-            store: store.clone(),
+        let router = serve::origin_router(
+            serve::OriginState {
+                cache: cache.clone(),
+            },
             metrics,
-        });
-        let stop = shutdown.clone().cancelled_owned();
-        tasks.spawn(async move {
-            if let Err(error) = serve::serve_tcp(http, router, stop).await {
-                tracing::error!(%error, "http listener failed");
-            }
-        });
-        tracing::info!(%http_addr, %rtmp_addr, "headwater listening");
+        );
+        spawn_http(&mut tasks, http, router, &shutdown);
+        tracing::info!(%http_addr, %rtmp_addr, "headwater origin listening");
         Ok(Self {
             http_addr,
             rtmp_addr,
             store,
             registry,
+            cache,
             shutdown,
             tasks,
         })
     }
 
-    /// Stops accepting, closes publishers and waits for the listeners to finish.
+    /// Stops accepting, closes publishers, waits for the listeners and closes the cache.
     pub async fn shutdown(mut self) {
         self.shutdown.cancel();
         while self.tasks.join_next().await.is_some() {}
+        self.cache.close().await;
+    }
+}
+
+fn spawn_http(
+    tasks: &mut JoinSet<()>,
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: &CancellationToken,
+) {
+    let stop = shutdown.clone().cancelled_owned();
+    tasks.spawn(async move {
+        if let Err(error) = serve::serve_tcp(listener, router, stop).await {
+            tracing::error!(%error, "http listener failed");
+        }
+    });
+}
+
+/// A running Shield: a caching HLS proxy in front of an upstream origin.
+#[derive(Debug)]
+pub struct Shield {
+    /// Where HTTP is served.
+    pub http_addr: SocketAddr,
+    /// The cache (for tests and diagnostics).
+    pub cache: Arc<Cache<Upstream>>,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl Shield {
+    /// Binds the listener, opens the cache and starts proxying to `shield.upstream`.
+    pub async fn start(
+        shield: &ShieldConfig,
+        cache_config: &CacheConfig,
+        metrics: Option<PrometheusHandle>,
+    ) -> Result<Self, StartError> {
+        let (http, http_addr) = bind(shield.listen).await?;
+        let upstream = Upstream::new(UpstreamSettings {
+            base: shield.upstream.clone(),
+            connect_timeout: shield.connect_timeout,
+            request_timeout: shield.request_timeout,
+            retries: shield.retries,
+            retry_backoff: shield.retry_backoff,
+            breaker_failures: shield.breaker_failures,
+            breaker_cooldown: shield.breaker_cooldown,
+        })
+        .map_err(StartError::Upstream)?;
+        let media = cache::hybrid::build(cache_config).await?;
+        let policy = CachePolicy {
+            cache_playlists: true,
+            negative_ttl: Some(shield.negative_ttl),
+            ..origin_policy(shield)
+        };
+        let cache = Arc::new(Cache::new(upstream, media, policy));
+        let shutdown = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        spawn_http(
+            &mut tasks,
+            http,
+            serve::shield_router(cache.clone(), metrics),
+            &shutdown,
+        );
+        tracing::info!(%http_addr, upstream = %shield.upstream, "headwater shield listening");
+        Ok(Self {
+            http_addr,
+            cache,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Stops accepting, finishes in-flight responses and closes the cache (flushing to disk).
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+        self.cache.close().await;
     }
 }

@@ -1,4 +1,4 @@
-//! The `headwater` command line: `serve` and `check-config`.
+//! The `headwater` command line: `serve`, `shield` and `check-config`.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -28,6 +28,18 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Run as a shield: a caching HLS proxy in front of another origin.
+    Shield {
+        /// Upstream origin base URL (overrides `shield.upstream`), e.g. http://origin:8080.
+        #[arg(long)]
+        upstream: Option<String>,
+        /// Address to serve on (overrides `shield.listen`).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Configuration file ([shield] and [cache] sections); the embedded default otherwise.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Validate a configuration file and exit (non-zero with the offending field on error).
     CheckConfig {
         /// The file to check.
@@ -46,18 +58,50 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Serve { config } => {
             observe::init_logging(cli.log_format);
-            let config = match config {
-                Some(path) => {
-                    Config::load(&path).with_context(|| format!("loading {}", path.display()))?
-                }
-                None => Config::from_toml(DEFAULT_TOML).context("embedded default config")?,
-            };
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(serve(config))
+            let config = load(config)?;
+            runtime()?.block_on(serve(config))
+        }
+        Command::Shield {
+            upstream,
+            listen,
+            config,
+        } => {
+            observe::init_logging(cli.log_format);
+            let mut config = load(config)?;
+            if let Some(upstream) = upstream {
+                config.shield.upstream = upstream;
+            }
+            if let Some(listen) = listen {
+                config.shield.listen = listen;
+            }
+            config.shield.validate().context("shield settings")?;
+            runtime()?.block_on(shield(config))
         }
     }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+fn load(path: Option<PathBuf>) -> anyhow::Result<Config> {
+    match path {
+        Some(path) => Config::load(&path).with_context(|| format!("loading {}", path.display())),
+        None => Config::from_toml(DEFAULT_TOML).context("embedded default config"),
+    }
+}
+
+async fn shield(config: Config) -> anyhow::Result<()> {
+    let metrics = observe::install_metrics().context("installing the metrics recorder")?;
+    let shield = headwater::Shield::start(&config.shield, &config.cache, Some(metrics))
+        .await
+        .context("starting the shield")?;
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    shield.shutdown().await;
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

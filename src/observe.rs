@@ -30,3 +30,17 @@ pub fn init_logging(format: LogFormat) {
         LogFormat::Json => builder.json().try_init(),
     };
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn recorded_metrics_are_rendered() {
+        let handle = super::install_metrics().expect("install");
+        metrics::counter!("headwater_test_total", "route" => "x").increment(3);
+        let text = handle.render();
+        assert!(
+            text.contains("headwater_test_total{route=\"x\"} 3"),
+            "{text}"
+        );
+    }
+}

@@ -1,16 +1,19 @@
-//! HTTP serving: the axum Router every transport shares, and the plain-TCP listener
-//! (HTTP/1.1 and h2c on one port).
+//! HTTP serving: the axum Router every transport shares, for both node roles, and the
+//! plain-TCP listener (HTTP/1.1 and h2c on one port).
 //!
-//! Reads the store; never reaches into packaging. Header policy lives in [`object`], status
-//! decisions in [`error`].
+//! An Origin serves playlists fresh from the live store and media through the cache (filled
+//! from the store); a Shield serves everything through the cache (filled from its upstream).
+//! Header policy lives in [`object`], status decisions in [`error`].
 
 pub mod error;
 pub mod object;
 
+use crate::cache::origin::StoreSource;
+use crate::cache::upstream::Upstream;
+use crate::cache::{Cache, ObjectKey};
 use crate::names::{RenditionName, StreamName};
-use crate::store::Store;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderName, Method};
+use axum::http::{header, HeaderMap, HeaderName, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -21,13 +24,11 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-/// What handlers share.
+/// What an Origin's handlers share.
 #[derive(Clone)]
-pub struct AppState {
-    /// The live store to serve from.
-    pub store: Arc<Store>,
-    /// Renders `/metrics`.
-    pub metrics: Option<PrometheusHandle>,
+pub struct OriginState {
+    /// Media cache in front of the live store.
+    pub cache: Arc<Cache<StoreSource>>,
 }
 
 const PLAYLIST_FILE: &str = "index.m3u8";
@@ -36,62 +37,103 @@ fn stream_name(raw: &str) -> Result<StreamName, ServeError> {
     StreamName::parse(raw).map_err(|e| ServeError::BadRequest(e.to_string()))
 }
 
+/// Playlists come straight from the store: rendered once per change, never stale.
+fn serve_playlist(
+    state: &OriginState,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Response, ServeError> {
+    let key = ObjectKey::new(uri.path(), uri.query());
+    let object = state
+        .cache
+        .source()
+        .lookup(&key)
+        .ok_or(ServeError::NotFound)?;
+    Ok(object::respond(headers, &object::represent(&object), None))
+}
+
 async fn multivariant(
-    State(state): State<AppState>,
+    State(state): State<OriginState>,
     Path((stream, file)): Path<(String, String)>,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ServeError> {
+    stream_name(&stream)?;
     if file != PLAYLIST_FILE {
         return Err(ServeError::NotFound);
     }
-    let stream = stream_name(&stream)?;
-    let object = state
-        .store
-        .stream(&stream)
-        .and_then(|s| s.multivariant())
-        .ok_or(ServeError::NotFound)?;
-    Ok(object::respond(&headers, object))
+    serve_playlist(&state, &uri, &headers)
 }
 
 async fn rendition_file(
-    State(state): State<AppState>,
+    State(state): State<OriginState>,
     Path((stream, rendition, file)): Path<(String, String, String)>,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ServeError> {
-    let stream = stream_name(&stream)?;
-    let rendition =
-        RenditionName::parse(&rendition).map_err(|e| ServeError::BadRequest(e.to_string()))?;
-    let entry = state.store.stream(&stream).ok_or(ServeError::NotFound)?;
-    let object = if file == PLAYLIST_FILE {
-        entry.media_playlist(&rendition)
-    } else {
-        entry.file(&rendition, &file)
-    };
+    stream_name(&stream)?;
+    RenditionName::parse(&rendition).map_err(|e| ServeError::BadRequest(e.to_string()))?;
+    if file == PLAYLIST_FILE {
+        return serve_playlist(&state, &uri, &headers);
+    }
+    let served = state
+        .cache
+        .get(&ObjectKey::new(uri.path(), uri.query()))
+        .await?;
+    if served.object.status == 404 {
+        return Err(ServeError::NotFound);
+    }
+    Ok(object::respond(&headers, &served.object, None))
+}
+
+async fn shield_fill(
+    State(cache): State<Arc<Cache<Upstream>>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ServeError> {
+    let served = cache.get(&ObjectKey::new(uri.path(), uri.query())).await?;
     Ok(object::respond(
         &headers,
-        object.ok_or(ServeError::NotFound)?,
+        &served.object,
+        Some(served.status),
     ))
+}
+
+/// A bounded label for a request path: what kind of object it asks for.
+fn route_class(path: &str) -> &'static str {
+    if path.ends_with(".m3u8") {
+        "playlist"
+    } else if path.ends_with(".m4s") {
+        "segment"
+    } else if path.ends_with(".mp4") {
+        "init"
+    } else {
+        "other"
+    }
+}
+
+/// Counts requests and response bytes by route class and status class.
+async fn count_requests(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let route = route_class(request.uri().path());
+    let response = next.run(request).await;
+    let status = match response.status().as_u16() {
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    metrics::counter!("headwater_http_requests_total", "route" => route, "status" => status)
+        .increment(1);
+    response
 }
 
 async fn healthz() -> impl IntoResponse {
     ([(header::CACHE_CONTROL, "no-store")], "ok\n")
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
-    match state.metrics {
-        Some(handle) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            handle.render(),
-        )
-            .into_response(),
-        None => ServeError::NotFound.into_response(),
-    }
-}
-
-/// The application: HLS routes, health and metrics. One Router for every transport.
-pub fn router(state: AppState) -> Router {
+fn cors() -> CorsLayer {
     // Media is public: any origin may fetch it, and players may read the caching headers.
-    let cors = CorsLayer::new()
+    CorsLayer::new()
         .allow_origin(AllowOrigin::any())
         .allow_methods([Method::GET, Method::HEAD, Method::OPTIONS])
         .allow_headers([
@@ -110,17 +152,51 @@ pub fn router(state: AppState) -> Router {
             header::AGE,
             header::CACHE_CONTROL,
         ])
-        .max_age(std::time::Duration::from_secs(86_400));
+        .max_age(std::time::Duration::from_secs(86_400))
+}
+
+/// Health and metrics, the same on every role.
+fn operations(metrics: Option<PrometheusHandle>) -> Router {
+    Router::new().route("/healthz", get(healthz)).route(
+        "/metrics",
+        get(move || {
+            let metrics = metrics.clone();
+            async move {
+                match metrics {
+                    Some(handle) => (
+                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                        handle.render(),
+                    )
+                        .into_response(),
+                    None => ServeError::NotFound.into_response(),
+                }
+            }
+        }),
+    )
+}
+
+/// An Origin's application: HLS routes, health and metrics. One Router for every transport.
+pub fn origin_router(state: OriginState, metrics: Option<PrometheusHandle>) -> Router {
     let media = Router::new()
         .route("/live/{stream}/{file}", get(multivariant))
         .route("/live/{stream}/{rendition}/{file}", get(rendition_file))
-        .layer(cors);
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+        .layer(cors())
+        .with_state(state);
+    operations(metrics)
         .merge(media)
         .fallback(|| async { ServeError::NotFound })
-        .with_state(state)
+        .layer(axum::middleware::from_fn(count_requests))
+}
+
+/// A Shield's application: every other GET is served through the cache from the upstream.
+pub fn shield_router(cache: Arc<Cache<Upstream>>, metrics: Option<PrometheusHandle>) -> Router {
+    let proxy = Router::new()
+        .fallback(get(shield_fill))
+        .layer(cors())
+        .with_state(cache);
+    operations(metrics)
+        .merge(proxy)
+        .layer(axum::middleware::from_fn(count_requests))
 }
 
 /// Serves `router` on `listener` (HTTP/1.1 and h2c) until `shutdown` completes, then lets

@@ -1,14 +1,19 @@
-//! Turns a stored [`Object`] into a response: content type, cache lifetime, ETag and
-//! conditional requests, single byte ranges.
+//! Header policy: turns a [`CachedObject`] into a response (content type, cache lifetime,
+//! ETag and conditional requests, single byte ranges, `Age`, `X-Cache`), and decides the
+//! headers an Origin gives its own store objects ([`represent`]).
 
+use crate::cache::{CacheStatus, CachedObject};
 use crate::store::{Object, ObjectKind};
 use axum::body::Body;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
 use std::time::Duration;
 
 /// Segments and init sections never change under their URI.
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+/// `X-Cache: HIT|MISS|COALESCED|STALE`.
+pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
 fn content_type(kind: ObjectKind) -> &'static str {
     match kind {
@@ -22,14 +27,27 @@ fn content_type(kind: ObjectKind) -> &'static str {
 
 /// Playlists live for half a target duration (at least 1 s); ended ones could live longer, but
 /// a restarted stream reuses the playlist URL, so they do not.
-fn cache_control(object: &Object) -> HeaderValue {
+fn cache_control(object: &Object) -> String {
     match object.kind {
-        ObjectKind::Init | ObjectKind::Segment => HeaderValue::from_static(IMMUTABLE),
+        ObjectKind::Init | ObjectKind::Segment => IMMUTABLE.to_owned(),
         ObjectKind::MultivariantPlaylist | ObjectKind::MediaPlaylist => {
             let half = (object.target_duration / 2).max(Duration::from_secs(1));
-            HeaderValue::from_str(&format!("public, max-age={}", half.as_secs()))
-                .unwrap_or_else(|_| HeaderValue::from_static("public, max-age=1"))
+            format!("public, max-age={}", half.as_secs())
         }
+    }
+}
+
+/// The response an Origin gives for one of its store objects.
+pub fn represent(object: &Object) -> CachedObject {
+    CachedObject {
+        status: 200,
+        body: object.data.clone(),
+        content_type: Some(content_type(object.kind).to_owned()),
+        etag: Some(object.etag.to_string()),
+        cache_control: Some(cache_control(object)),
+        last_modified: Some(httpdate::fmt_http_date(object.created)),
+        fetched_at_ms: 0,
+        source_age: 0,
     }
 }
 
@@ -98,33 +116,74 @@ fn parse_range(value: Option<&HeaderValue>, len: u64) -> RangeRequest {
 }
 
 /// `If-Range` allows the range only when it names the current ETag.
-fn if_range_allows(headers: &HeaderMap, etag: &str) -> bool {
+fn if_range_allows(headers: &HeaderMap, etag: Option<&str>) -> bool {
     headers
         .get(header::IF_RANGE)
-        .is_none_or(|v| v.to_str().is_ok_and(|tag| tag.trim() == etag))
+        .is_none_or(|v| v.to_str().is_ok_and(|tag| Some(tag.trim()) == etag))
 }
 
-/// Builds the response for `object` given the request headers.
-pub fn respond(headers: &HeaderMap, object: Object) -> Response {
-    let etag =
-        HeaderValue::from_str(&object.etag).unwrap_or_else(|_| HeaderValue::from_static("\"0\""));
-    let mut builder = Response::builder()
-        .header(header::CACHE_CONTROL, cache_control(&object))
-        .header(header::ETAG, etag)
-        .header(
-            header::LAST_MODIFIED,
-            httpdate::fmt_http_date(object.created),
-        )
-        .header(header::ACCEPT_RANGES, "bytes");
-    if none_match(headers, &object.etag) {
+fn insert(
+    builder: axum::http::response::Builder,
+    name: HeaderName,
+    value: Option<&str>,
+) -> axum::http::response::Builder {
+    match value.and_then(|v| HeaderValue::from_str(v).ok()) {
+        Some(value) => builder.header(name, value),
+        None => builder,
+    }
+}
+
+/// Builds the response for `object` given the request headers. `cache` adds `X-Cache` and, for
+/// objects held by this cache, `Age`.
+pub fn respond(headers: &HeaderMap, object: &CachedObject, cache: Option<CacheStatus>) -> Response {
+    let mut builder = Response::builder();
+    builder = insert(
+        builder,
+        header::CACHE_CONTROL,
+        object.cache_control.as_deref(),
+    );
+    builder = insert(builder, header::ETAG, object.etag.as_deref());
+    builder = insert(
+        builder,
+        header::LAST_MODIFIED,
+        object.last_modified.as_deref(),
+    );
+    if let Some(status) = cache {
+        builder = builder.header(X_CACHE, status.header());
+        if object.fetched_at_ms != 0 {
+            builder = builder.header(header::AGE, object.age().as_secs());
+        }
+    }
+    if object.status != 200 {
+        let status = StatusCode::from_u16(object.status).unwrap_or(StatusCode::BAD_GATEWAY);
+        builder = insert(
+            builder,
+            header::CONTENT_TYPE,
+            object.content_type.as_deref(),
+        );
+        return builder
+            .status(status)
+            .body(Body::from(object.body.clone()))
+            .unwrap_or_default();
+    }
+    builder = builder.header(header::ACCEPT_RANGES, "bytes");
+    if object
+        .etag
+        .as_deref()
+        .is_some_and(|etag| none_match(headers, etag))
+    {
         return builder
             .status(StatusCode::NOT_MODIFIED)
             .body(Body::empty())
             .unwrap_or_default();
     }
-    builder = builder.header(header::CONTENT_TYPE, content_type(object.kind));
-    let len = object.data.len() as u64;
-    let range = if if_range_allows(headers, &object.etag) {
+    builder = insert(
+        builder,
+        header::CONTENT_TYPE,
+        object.content_type.as_deref(),
+    );
+    let len = object.body.len() as u64;
+    let range = if if_range_allows(headers, object.etag.as_deref()) {
         parse_range(headers.get(header::RANGE), len)
     } else {
         RangeRequest::Full
@@ -133,10 +192,10 @@ pub fn respond(headers: &HeaderMap, object: Object) -> Response {
         RangeRequest::Full => builder
             .status(StatusCode::OK)
             .header(header::CONTENT_LENGTH, len)
-            .body(Body::from(object.data)),
+            .body(Body::from(object.body.clone())),
         RangeRequest::Partial(start, end) => {
             // Both bounds are below len, which came from a usize.
-            let body = object.data.slice(start as usize..=end as usize);
+            let body = object.body.slice(start as usize..=end as usize);
             builder
                 .status(StatusCode::PARTIAL_CONTENT)
                 .header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}"))
