@@ -3,9 +3,10 @@
 use super::{CachedObject, ObjectKey};
 use crate::config::CacheConfig;
 use foyer::{
-    BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
-    HybridCachePolicy, PsyncIoEngineConfig, RecoverMode,
+    BlockEngineConfig, DeviceBuilder, Event, EventListener, FsDeviceBuilder, HybridCache,
+    HybridCacheBuilder, HybridCachePolicy, PsyncIoEngineConfig, RecoverMode,
 };
+use std::sync::Arc;
 
 /// Disk blocks: an object larger than a block is never written to disk, so blocks must hold
 /// the largest segment.
@@ -37,6 +38,20 @@ pub enum OpenError {
     Build(#[source] foyer::Error),
 }
 
+/// Counts objects leaving the memory tier (evicted to disk, or dropped without a disk tier).
+struct EvictionCounter;
+
+impl EventListener for EvictionCounter {
+    type Key = ObjectKey;
+    type Value = CachedObject;
+
+    fn on_leave(&self, reason: Event, _key: &ObjectKey, _value: &CachedObject) {
+        if reason == Event::Evict {
+            metrics::counter!("headwater_cache_evictions_total", "tier" => "memory").increment(1);
+        }
+    }
+}
+
 /// Opens the hybrid cache: a byte-weighted memory tier, and a disk tier (write on eviction,
 /// recovered after restart, flushed on close) when `disk` is non-zero.
 pub async fn build(
@@ -47,6 +62,7 @@ pub async fn build(
         .with_name("headwater")
         .with_policy(HybridCachePolicy::WriteOnEviction)
         .with_flush_on_close(true)
+        .with_event_listener(Arc::new(EvictionCounter))
         .memory(memory)
         .with_weighter(|key: &ObjectKey, value: &CachedObject| key.len() + value.weight())
         .storage();

@@ -124,6 +124,9 @@ async fn count_requests(request: axum::extract::Request, next: axum::middleware:
     };
     metrics::counter!("headwater_http_requests_total", "route" => route, "status" => status)
         .increment(1);
+    if let Some(bytes) = axum::body::HttpBody::size_hint(response.body()).exact() {
+        metrics::counter!("headwater_http_response_bytes_total", "route" => route).increment(bytes);
+    }
     response
 }
 
