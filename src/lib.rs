@@ -101,7 +101,8 @@ impl Server {
             &config.keys,
             config.hls.clone(),
             store.clone(),
-        ));
+        )
+        .with_ladder(config.ladder.clone()));
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let settings = RtmpSettings {

@@ -126,6 +126,13 @@ pub fn parse_video(body: Bytes) -> Result<VideoTag, FlvError> {
     }
 }
 
+/// Builds an AVCDecoderConfigurationRecord (4-byte NAL lengths) from SPS and PPS NAL units
+/// (header byte included, no start code) and parses it as a received sequence header would be.
+/// Used for encoders that emit parameter sets in-band.
+pub fn avc_config_from_parameter_sets(sps: &[&[u8]], pps: &[&[u8]]) -> Result<AvcConfig, FlvError> {
+    avc::build_record(sps, pps).and_then(avc::parse_record)
+}
+
 /// Checks that `data` is one or more 4-byte-length-prefixed, non-empty NAL units, exactly.
 fn validate_avcc(mut data: &[u8]) -> Result<(), FlvError> {
     const INVALID: FlvError = FlvError::Invalid {

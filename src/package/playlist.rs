@@ -43,7 +43,7 @@ pub struct MediaPlaylist {
 }
 
 /// Seconds rounded to the nearest integer, as HLS compares EXTINF with EXT-X-TARGETDURATION.
-fn rounded_secs(duration: Duration) -> u64 {
+pub fn rounded_secs(duration: Duration) -> u64 {
     (duration.as_secs_f64() + 0.5).floor() as u64
 }
 
@@ -66,6 +66,12 @@ impl MediaPlaylist {
     /// segment's rounded duration when the source's keyframes are sparser than that.
     pub fn target_duration(&self) -> Option<u64> {
         self.target_duration
+    }
+
+    /// Fixes EXT-X-TARGETDURATION before the first segment, so every rendition of a stream
+    /// advertises the same value (rule 2); no effect once it is set.
+    pub fn fix_target_duration(&mut self, secs: u64) {
+        self.target_duration.get_or_insert(secs.max(1));
     }
 
     /// True when a segment would break rule 1 (its rounded duration exceeds the target).

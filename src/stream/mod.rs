@@ -7,9 +7,10 @@
 //! grace expires -> `Ended` (playlist gets EXT-X-ENDLIST, objects stay for the retention time)
 //! -> removed. A publish on an ended stream starts a new instance with new URIs.
 
+mod renditions;
 mod task;
 
-use crate::config::{HlsConfig, KeyConfig};
+use crate::config::{HlsConfig, KeyConfig, LadderConfig};
 use crate::names::StreamName;
 use crate::store::Store;
 use headwater_ingest::rtmp::{Publish, PublishRequest, PublisherSink, Refusal};
@@ -53,6 +54,7 @@ pub struct Registry {
     app: String,
     keys: HashMap<String, StreamName>,
     hls: HlsConfig,
+    ladder: LadderConfig,
     store: Arc<Store>,
     slots: Arc<Mutex<Slots>>,
 }
@@ -67,9 +69,16 @@ impl Registry {
                 .map(|k| (k.key.clone(), k.stream.clone()))
                 .collect(),
             hls,
+            ladder: LadderConfig::passthrough(),
             store,
             slots: Arc::default(),
         }
+    }
+
+    /// Uses `ladder` for streams published from now on (without it: the source only).
+    pub fn with_ladder(mut self, ladder: LadderConfig) -> Self {
+        self.ladder = ladder;
+        self
     }
 
     /// The lifecycle state of a stream, if it exists.
@@ -122,6 +131,7 @@ impl Publish for Registry {
                 stream.clone(),
                 generation,
                 self.hls.clone(),
+                self.ladder.for_stream(stream),
                 self.store.clone(),
                 self.slots.clone(),
             );

@@ -1,37 +1,56 @@
 //! One stream instance's task: publisher sessions in, segments and playlists out to the store.
+//!
+//! Per frame: the stream's [`Cadence`] places it on the output timeline and decides whether a
+//! segment starts there (once, for every rendition). The `source` rendition's cutter gets the
+//! frame as-is; the transcoder (codec threads, see `transcode`) gets the video with the decision
+//! and sends back each rung's encoded frames carrying it, which go to that rung's cutter. Audio
+//! (the source AAC) goes to every cutter. The task never waits on the codec threads: a full
+//! decoder queue drops frames (counted), and the governor sheds the most expensive rung when
+//! the slowest falls `ladder.max_lag` behind.
 
+use super::renditions::{Kind, Renditions};
 use super::{PublisherState, Slots};
-use crate::config::HlsConfig;
+use crate::config::{HlsConfig, StreamLadder, SOURCE_RENDITION};
 use crate::names::{RenditionName, StreamName};
-use crate::package::playlist::{init_file, render_multivariant, segment_file};
-use crate::package::{BitrateStats, MediaPlaylist, Segment, Segmenter, VariantInfo};
-use crate::store::{Object, ObjectKind, Store, StreamEntry};
-use headwater_ingest::{IngestEvent, Track};
+use crate::package::SegmentError;
+use crate::store::Store;
+use crate::transcode::{self, Boundary, Cadence, Cue, CutMode, Governor, Output, Rung, Transcoder};
+use headwater_ingest::{AvcConfig, IngestEvent, MediaFrame, Track};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
-/// The only rendition until the ladder exists: the source, passed through.
-const SOURCE_RENDITION: &str = "source";
+/// How often lag and realtime-factor gauges are updated.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// BANDWIDTH is declared with this headroom over the measured peak, so small peaks later in the
-/// stream do not force a new multivariant playlist.
-const BANDWIDTH_HEADROOM: f64 = 1.1;
+/// One publisher session's transcoding.
+struct Session {
+    transcoder: Option<Transcoder>,
+    governor: Governor,
+    /// Session rung index -> rendition index.
+    renditions: Vec<usize>,
+    /// A boundary whose frame the decoder queue refused; it goes with the next frame.
+    carried: Option<Boundary>,
+    dropped: u64,
+    last_gauges: Instant,
+}
 
 pub(super) struct StreamTask {
     stream: StreamName,
     generation: u64,
     hls: HlsConfig,
+    ladder: StreamLadder,
     store: Arc<Store>,
     slots: Arc<Mutex<Slots>>,
-    entry: Arc<StreamEntry>,
-    rendition: RenditionName,
-    segmenter: Segmenter,
-    playlist: MediaPlaylist,
-    stats: BitrateStats,
-    declared_bandwidth: u64,
-    last_init_id: Option<u32>,
+    renditions: Renditions,
+    cadence: Cadence,
+    /// Index of the `source` rendition.
+    source: Option<usize>,
+    /// Set once the ladder is resolved against the first sequence header.
+    planned: bool,
+    video_config: Option<AvcConfig>,
+    session: Option<Session>,
     last_keyframe_arrival: Option<Instant>,
 }
 
@@ -53,30 +72,50 @@ fn instance_id() -> String {
     String::from_utf8(digits).unwrap_or_else(|_| "0".into())
 }
 
+enum Step {
+    Event(Option<IngestEvent>),
+    Output(Option<Output>),
+}
+
 impl StreamTask {
     pub(super) fn new(
         stream: StreamName,
         generation: u64,
         hls: HlsConfig,
+        ladder: StreamLadder,
         store: Arc<Store>,
         slots: Arc<Mutex<Slots>>,
     ) -> Self {
         let instance = instance_id();
         // Removed segments stay fetchable for one more window (HLS availability window).
-        let entry = store.start_instance(&stream, instance.clone(), hls.live_window * 2);
+        let entry = store.start_instance(&stream, instance, hls.live_window * 2);
+        let mut renditions =
+            Renditions::new(stream.clone(), entry, hls.live_window, hls.segment_target);
+        let source = ladder.source.then(|| {
+            renditions.add(
+                RenditionName::parse(SOURCE_RENDITION).expect("literal is a valid name"),
+                Kind::Source,
+            )
+        });
+        // With a passthrough rendition, boundaries can only fall on source keyframes.
+        let mode = if ladder.source {
+            CutMode::Keyframes
+        } else {
+            CutMode::Time
+        };
         Self {
-            segmenter: Segmenter::new(hls.segment_target),
-            playlist: MediaPlaylist::new(instance, hls.live_window, hls.segment_target),
-            rendition: RenditionName::parse(SOURCE_RENDITION).expect("literal is a valid name"),
+            cadence: Cadence::new(mode, hls.segment_target),
             stream,
             generation,
             hls,
+            ladder,
             store,
             slots,
-            entry,
-            stats: BitrateStats::default(),
-            declared_bandwidth: 0,
-            last_init_id: None,
+            renditions,
+            source,
+            planned: false,
+            video_config: None,
+            session: None,
             last_keyframe_arrival: None,
         }
     }
@@ -86,28 +125,37 @@ impl StreamTask {
         mut publisher: mpsc::Receiver<IngestEvent>,
         mut handoffs: mpsc::UnboundedReceiver<mpsc::Receiver<IngestEvent>>,
     ) {
-        info!(stream = %self.stream, instance = self.entry.instance(), "stream started");
+        info!(stream = %self.stream, "stream started");
         loop {
-            while let Some(event) = publisher.recv().await {
-                if let IngestEvent::Frame(frame) = &event {
-                    if frame.track == Track::Video && frame.keyframe {
-                        self.last_keyframe_arrival = Some(Instant::now());
+            loop {
+                let step = match self.session.as_mut().and_then(|s| s.transcoder.as_mut()) {
+                    Some(transcoder) => tokio::select! {
+                        biased;
+                        output = transcoder.recv() => Step::Output(output),
+                        event = publisher.recv() => Step::Event(event),
+                    },
+                    None => Step::Event(publisher.recv().await),
+                };
+                match step {
+                    Step::Output(Some(output)) => self.on_output(output),
+                    Step::Output(None) => {
+                        if let Some(session) = &mut self.session {
+                            session.transcoder = None;
+                        }
                     }
-                }
-                match self.segmenter.push(event, SystemTime::now()) {
-                    Ok(segments) => segments.iter().for_each(|segment| self.publish(segment)),
-                    Err(error) => {
-                        // Dropping the receiver disconnects the publisher.
-                        warn!(stream = %self.stream, %error, "disconnecting publisher");
-                        break;
+                    Step::Event(Some(event)) => {
+                        if let Err(error) = self.on_event(event) {
+                            // Dropping the receiver disconnects the publisher.
+                            warn!(stream = %self.stream, %error, "disconnecting publisher");
+                            break;
+                        }
                     }
+                    Step::Event(None) => break,
                 }
             }
             // Makes the connection's next send fail, so it closes (no-op when it already left).
             publisher.close();
-            for segment in self.segmenter.publisher_left() {
-                self.publish(&segment);
-            }
+            self.publisher_left().await;
             self.set_state(PublisherState::Reconnecting);
             info!(stream = %self.stream, grace = ?self.hls.reconnect_grace, "publisher left; waiting for a reconnect");
             match tokio::time::timeout(self.hls.reconnect_grace, handoffs.recv()).await {
@@ -118,11 +166,11 @@ impl StreamTask {
                 },
             }
         }
-        self.playlist.end();
-        self.put_playlist();
+        self.renditions.end();
         info!(stream = %self.stream, retention = ?self.hls.ended_retention, "stream ended");
         tokio::time::sleep(self.hls.ended_retention).await;
-        self.store.remove_instance(&self.stream, &self.entry);
+        self.store
+            .remove_instance(&self.stream, self.renditions.entry());
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         if slots
             .by_stream
@@ -130,6 +178,296 @@ impl StreamTask {
             .is_some_and(|s| s.generation == self.generation)
         {
             slots.by_stream.remove(&self.stream);
+        }
+    }
+
+    /// Closes what every rendition collected: the source at once, transcoded rungs once their
+    /// threads have flushed everything in flight.
+    async fn publisher_left(&mut self) {
+        let end = self.cadence.publisher_left();
+        if let Some(index) = self.source {
+            let segments = self.renditions.list[index].cutter.publisher_left(end);
+            self.renditions.publish(index, segments, None);
+        }
+        if let Some(mut session) = self.session.take() {
+            if let Some(mut transcoder) = session.transcoder.take() {
+                transcoder.finish();
+                self.session = Some(session);
+                while let Some(output) = transcoder.recv().await {
+                    self.on_output(output);
+                }
+                session = self.session.take().expect("put back above");
+            }
+            if session.dropped > 0 {
+                warn!(stream = %self.stream, frames = session.dropped,
+                    "source frames dropped before transcoding (decoder queue full)");
+            }
+            for &index in &session.renditions {
+                let r = &mut self.renditions.list[index];
+                if r.active {
+                    let segments = r.cutter.publisher_left(end);
+                    self.renditions.publish(index, segments, None);
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: IngestEvent) -> Result<(), SegmentError> {
+        let frame = match event {
+            IngestEvent::Frame(frame) => frame,
+            config => {
+                self.on_config(config);
+                return Ok(());
+            }
+        };
+        let arrived = Instant::now();
+        let keyframe = frame.track == Track::Video && frame.keyframe;
+        let cue = match self.cadence.frame(frame, SystemTime::now()) {
+            Ok(cue) => cue,
+            Err(error) => {
+                for r in &mut self.renditions.list {
+                    r.cutter.abandon();
+                }
+                return Err(error.into());
+            }
+        };
+        match cue {
+            Cue::Dropped => Ok(()),
+            Cue::Audio(frame) => {
+                for index in 0..self.renditions.list.len() {
+                    let r = &mut self.renditions.list[index];
+                    if r.active {
+                        let segments = r.cutter.audio(frame.clone());
+                        self.renditions
+                            .publish(index, segments, self.last_keyframe_arrival);
+                    }
+                }
+                Ok(())
+            }
+            Cue::Video { frame, boundary } => {
+                if keyframe {
+                    self.last_keyframe_arrival = Some(arrived);
+                }
+                if self.transcoded_rungs() > 0 {
+                    self.transcode(&frame, boundary, arrived);
+                }
+                if let Some(index) = self.source {
+                    let segments = self.renditions.list[index].cutter.video(frame, boundary)?;
+                    self.renditions.publish(index, segments, Some(arrived));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn on_config(&mut self, config: IngestEvent) {
+        self.cadence.config(&config);
+        if let IngestEvent::VideoConfig(video) = &config {
+            if !self.planned {
+                self.plan(video);
+            }
+            self.video_config = Some(video.clone());
+            if let Some(transcoder) = self.session.as_mut().and_then(|s| s.transcoder.as_mut()) {
+                if transcoder.push_config(video.clone()).is_err() {
+                    warn!(stream = %self.stream, "decoder queue full: sequence header dropped");
+                }
+            }
+        }
+        for r in &mut self.renditions.list {
+            match (&r.kind, &config) {
+                // A transcoded rendition's video configuration is its encoder's.
+                (Kind::Transcoded(_), IngestEvent::VideoConfig(_)) => {}
+                _ => r.cutter.config(config.clone()),
+            }
+        }
+    }
+
+    /// Resolves the ladder against the first sequence header: rungs taller than the source are
+    /// skipped. The set of renditions is fixed for the stream instance.
+    fn plan(&mut self, video: &AvcConfig) {
+        self.planned = true;
+        let fps = video
+            .frame_rate
+            .filter(|f| *f > 0.0 && *f <= 240.0)
+            .unwrap_or(30.0);
+        let (rungs, skipped) =
+            transcode::rung::plan(&self.ladder.renditions, (video.width, video.height), fps);
+        for name in &skipped {
+            info!(stream = %self.stream, rendition = %name, source_height = video.height,
+                "rendition taller than the source: skipped");
+        }
+        for rung in rungs {
+            info!(stream = %self.stream, rendition = %rung.name(), width = rung.width,
+                height = rung.height, fps = rung.fps, "transcoded rendition");
+            self.renditions
+                .add(rung.name().clone(), Kind::Transcoded(Box::new(rung)));
+        }
+        if self.renditions.list.is_empty() {
+            warn!(stream = %self.stream, "every transcoded rendition is taller than the source and there is no source rendition: nothing to publish");
+        }
+        metrics::gauge!("headwater_transcode_renditions_active", "stream" => self.stream.to_string())
+            .set(self.transcoded_rungs() as f64);
+    }
+
+    fn transcoded_rungs(&self) -> usize {
+        self.renditions
+            .list
+            .iter()
+            .filter(|r| r.active && matches!(r.kind, Kind::Transcoded(_)))
+            .count()
+    }
+
+    /// Hands a source video frame to the codec threads (starting them for this publisher on
+    /// its first frame) and sheds a rung when the governor says so.
+    fn transcode(&mut self, frame: &MediaFrame, boundary: Option<Boundary>, arrived: Instant) {
+        if self.session.is_none() {
+            if boundary.is_none() {
+                return;
+            }
+            self.session = self.start_session();
+        }
+        let Some(session) = &mut self.session else {
+            return;
+        };
+        let Some(transcoder) = &mut session.transcoder else {
+            return;
+        };
+        let boundary = boundary.or(session.carried.take());
+        match transcoder.push(frame.clone(), boundary, arrived) {
+            Ok(()) => session
+                .governor
+                .input(frame.dts.ticks + i64::from(frame.cts)),
+            Err(transcode::Overloaded) => {
+                session.carried = boundary;
+                session.dropped += 1;
+                metrics::counter!("headwater_transcode_dropped_frames_total",
+                    "stream" => self.stream.to_string())
+                .increment(1);
+            }
+        }
+        let now = Instant::now();
+        if let Some(rung) = session.governor.shed(now) {
+            let lag = session.governor.lag().unwrap_or_default();
+            transcoder.shed(rung);
+            session.governor.stopped(rung);
+            let index = session.renditions[rung];
+            let name = self.renditions.list[index].name.clone();
+            warn!(stream = %self.stream, rendition = %name, ?lag, max_lag = ?self.ladder.max_lag,
+                "cannot transcode in real time: shedding the most expensive rendition");
+            metrics::counter!("headwater_transcode_renditions_shed_total",
+                "stream" => self.stream.to_string(), "rendition" => name.to_string())
+            .increment(1);
+            self.renditions.shed(index);
+            metrics::gauge!("headwater_transcode_renditions_active", "stream" => self.stream.to_string())
+                .set(self.transcoded_rungs() as f64);
+        }
+    }
+
+    fn start_session(&mut self) -> Option<Session> {
+        let mut renditions = Vec::new();
+        let mut rungs: Vec<Rung> = Vec::new();
+        for (index, r) in self.renditions.list.iter().enumerate() {
+            if let (true, Kind::Transcoded(rung)) = (r.active, &r.kind) {
+                renditions.push(index);
+                rungs.push((**rung).clone());
+            }
+        }
+        let mut transcoder = match Transcoder::start(self.stream.as_str(), &rungs) {
+            Ok(t) => t,
+            Err(e) => {
+                error!(stream = %self.stream, error = %e, "cannot start transcoding: serving the source only");
+                for index in renditions {
+                    self.renditions.shed(index);
+                }
+                return None;
+            }
+        };
+        if let Some(config) = &self.video_config {
+            let _ = transcoder.push_config(config.clone());
+        }
+        let costs: Vec<f64> = rungs.iter().map(Rung::cost).collect();
+        Some(Session {
+            transcoder: Some(transcoder),
+            governor: Governor::new(
+                &costs,
+                usize::from(self.source.is_some()),
+                self.ladder.max_lag,
+            ),
+            renditions,
+            carried: None,
+            dropped: 0,
+            last_gauges: Instant::now(),
+        })
+    }
+
+    fn on_output(&mut self, output: Output) {
+        let Some(session) = &mut self.session else {
+            return;
+        };
+        let rung = match &output {
+            Output::Config { rung, .. }
+            | Output::Frame { rung, .. }
+            | Output::Failed { rung, .. }
+            | Output::Finished { rung } => *rung,
+        };
+        let Some(&index) = session.renditions.get(rung) else {
+            return;
+        };
+        match output {
+            Output::Config { config, .. } => {
+                self.renditions.list[index]
+                    .cutter
+                    .config(IngestEvent::VideoConfig(config));
+            }
+            Output::Frame {
+                frame,
+                boundary,
+                arrived,
+                ..
+            } => {
+                if !session.governor.is_active(rung) {
+                    return;
+                }
+                session
+                    .governor
+                    .output(rung, frame.dts.ticks + i64::from(frame.cts));
+                let name = &self.renditions.list[index].name;
+                if let Some(arrived) = arrived {
+                    metrics::histogram!("headwater_transcode_latency_seconds",
+                        "rendition" => name.to_string())
+                    .record(arrived.elapsed().as_secs_f64());
+                }
+                let now = Instant::now();
+                if now.duration_since(session.last_gauges) >= GAUGE_INTERVAL {
+                    session.last_gauges = now;
+                    let stream = self.stream.to_string();
+                    if let Some(rate) = session.governor.realtime_factor(now) {
+                        metrics::gauge!("headwater_transcode_realtime_factor", "stream" => stream.clone())
+                            .set(rate);
+                    }
+                    if let Some(lag) = session.governor.lag() {
+                        metrics::gauge!("headwater_transcode_lag_seconds", "stream" => stream)
+                            .set(lag.as_secs_f64());
+                    }
+                }
+                let closed_by = boundary.and(arrived);
+                match self.renditions.list[index].cutter.video(frame, boundary) {
+                    Ok(segments) => self.renditions.publish(index, segments, closed_by),
+                    Err(error) => {
+                        warn!(stream = %self.stream, rendition = %self.renditions.list[index].name,
+                            %error, "dropping a segment")
+                    }
+                }
+            }
+            Output::Failed { error, .. } => {
+                session.governor.stopped(rung);
+                let name = &self.renditions.list[index].name;
+                error!(stream = %self.stream, rendition = %name, error = %error,
+                    source = std::error::Error::source(&error).map(ToString::to_string),
+                    "transcoding failed: rendition ended");
+                self.renditions.shed(index);
+            }
+            Output::Finished { .. } => session.governor.stopped(rung),
         }
     }
 
@@ -157,77 +495,5 @@ impl StreamTask {
                 slot.state = state;
             }
         }
-    }
-
-    fn target(&self) -> Duration {
-        Duration::from_secs(self.playlist.target_duration().unwrap_or(0))
-    }
-
-    fn publish(&mut self, segment: &Segment) {
-        let instance = self.entry.instance().to_owned();
-        if self.last_init_id != Some(segment.init.id) {
-            self.last_init_id = Some(segment.init.id);
-            let object = Object::new(ObjectKind::Init, segment.init.data.clone(), self.target());
-            self.entry.put_init(
-                &self.rendition,
-                init_file(&instance, segment.init.id),
-                object,
-            );
-        }
-        if self.playlist.overlong(segment) {
-            warn!(stream = %self.stream, duration = ?segment.duration, target = ?self.playlist.target_duration(),
-                "segment longer than the target duration: the publisher's keyframe interval is too long");
-            metrics::counter!("headwater_segment_overlong_total").increment(1);
-        }
-        self.playlist.push(segment);
-        let target = self.target();
-        let rendered = Object::new(ObjectKind::MediaPlaylist, self.playlist.render(), target);
-        let file = segment_file(&instance, segment.sequence);
-        let data = Object::new(ObjectKind::Segment, segment.data.clone(), target);
-        self.entry
-            .publish_segment(&self.rendition, file, data, rendered);
-        if let Some(arrived) = self.last_keyframe_arrival {
-            metrics::histogram!("headwater_segment_publish_latency_seconds")
-                .record(arrived.elapsed().as_secs_f64());
-        }
-        metrics::counter!("headwater_segments_published_total").increment(1);
-        self.stats.record(segment.data.len(), segment.duration);
-        if self.stats.peak_bps() > self.declared_bandwidth {
-            self.declared_bandwidth = (self.stats.peak_bps() as f64 * BANDWIDTH_HEADROOM) as u64;
-            self.put_multivariant(segment);
-        }
-    }
-
-    fn put_multivariant(&self, segment: &Segment) {
-        let init = &segment.init;
-        let video = init.video.as_ref();
-        let measured_fps = (segment.duration.as_secs_f64() > 0.0)
-            .then(|| f64::from(segment.video_frames) / segment.duration.as_secs_f64());
-        let variant = VariantInfo {
-            uri: format!("{}/index.m3u8", self.rendition),
-            bandwidth: self.declared_bandwidth,
-            average_bandwidth: self.stats.average_bps(),
-            codecs: init.codecs(),
-            resolution: video.map(|v| (u64::from(v.width), u64::from(v.height))),
-            frame_rate: video.and_then(|v| v.frame_rate).or(measured_fps),
-        };
-        let object = Object::new(
-            ObjectKind::MultivariantPlaylist,
-            render_multivariant(&[variant]),
-            self.target(),
-        );
-        self.entry.put_multivariant(object);
-    }
-
-    fn put_playlist(&self) {
-        if self.playlist.is_empty() {
-            return;
-        }
-        let object = Object::new(
-            ObjectKind::MediaPlaylist,
-            self.playlist.render(),
-            self.target(),
-        );
-        self.entry.put_playlist(&self.rendition, object);
     }
 }

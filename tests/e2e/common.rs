@@ -37,6 +37,8 @@ pub fn test_config(grace: Duration) -> Config {
     config.hls.segment_target = TARGET;
     config.hls.reconnect_grace = grace;
     config.hls.ended_retention = Duration::from_secs(120);
+    // Passthrough only: the ladder tests (ladder.rs) set their own renditions.
+    config.ladder = headwater::config::LadderConfig::passthrough();
     config.keys = [("demo", "demo"), ("key-a", "a"), ("key-b", "b")]
         .into_iter()
         .map(|(key, stream)| KeyConfig {

@@ -77,6 +77,38 @@ pub(super) fn parse_record(record: Bytes) -> Result<AvcConfig, FlvError> {
     })
 }
 
+/// Serializes SPS and PPS NAL units into an AVCDecoderConfigurationRecord with 4-byte NAL
+/// lengths (profile, compatibility and level copied from the first SPS).
+pub(super) fn build_record(sps: &[&[u8]], pps: &[&[u8]]) -> Result<Bytes, FlvError> {
+    let invalid = |what| FlvError::Invalid { what };
+    let first = sps
+        .first()
+        .ok_or(invalid("AVC parameter sets without SPS"))?;
+    let (Some(&[profile, compatibility, level]), false) = (first.get(1..4), pps.is_empty()) else {
+        return Err(invalid(
+            "AVC parameter sets without PPS or with a short SPS",
+        ));
+    };
+    let (Ok(num_sps), Ok(num_pps)) = (u8::try_from(sps.len()), u8::try_from(pps.len())) else {
+        return Err(invalid("AVC parameter set count"));
+    };
+    if num_sps > 31 {
+        return Err(invalid("AVC parameter set count"));
+    }
+    let mut record = vec![1, profile, compatibility, level, 0xff, 0xe0 | num_sps];
+    for (i, list) in [sps, pps].into_iter().enumerate() {
+        if i == 1 {
+            record.push(num_pps);
+        }
+        for nal in list {
+            let len = u16::try_from(nal.len()).map_err(|_| invalid("AVC parameter set size"))?;
+            record.extend_from_slice(&len.to_be_bytes());
+            record.extend_from_slice(nal);
+        }
+    }
+    Ok(Bytes::from(record))
+}
+
 /// Byte cursor over the record.
 struct ByteReader<'a> {
     data: &'a [u8],
@@ -360,6 +392,25 @@ mod tests {
                 v.name
             );
         }
+    }
+
+    #[test]
+    fn built_records_parse_back() {
+        let tag = hex(REAL_AVC[0].flv_tag);
+        let record = Bytes::from(tag.get(5..).unwrap_or_default().to_vec());
+        let parsed = parse_record(record.clone()).expect("real record");
+        // Take the record apart and rebuild it from its parameter sets.
+        let sps_len = usize::from(u16::from_be_bytes([record[6], record[7]]));
+        let sps = &record[8..8 + sps_len];
+        let at = 8 + sps_len + 1;
+        let pps_len = usize::from(u16::from_be_bytes([record[at], record[at + 1]]));
+        let pps = &record[at + 2..at + 2 + pps_len];
+        let rebuilt = build_record(&[sps], &[pps]).expect("build");
+        assert_eq!(rebuilt[..], record[..at + 2 + pps_len]);
+        let again = parse_record(rebuilt).expect("parses");
+        assert_eq!((again.width, again.height), (parsed.width, parsed.height));
+        assert!(build_record(&[], &[pps]).is_err());
+        assert!(build_record(&[sps], &[]).is_err());
     }
 
     #[test]
