@@ -96,13 +96,15 @@ impl Server {
         let media = cache::hybrid::build(&config.cache).await?;
         let source = StoreSource::new(store.clone(), serve::object::represent);
         let cache = Arc::new(Cache::new(source, media, origin_policy(&config.shield)));
-        let registry = Arc::new(stream::Registry::new(
-            config.rtmp.app.clone(),
-            &config.keys,
-            config.hls.clone(),
-            store.clone(),
-        )
-        .with_ladder(config.ladder.clone()));
+        let registry = Arc::new(
+            stream::Registry::new(
+                config.rtmp.app.clone(),
+                &config.keys,
+                config.hls.clone(),
+                store.clone(),
+            )
+            .with_ladder(config.ladder.clone()),
+        );
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let settings = RtmpSettings {
