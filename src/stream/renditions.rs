@@ -151,6 +151,8 @@ impl Renditions {
         let Some(r) = self.list.get_mut(index).filter(|r| r.active) else {
             return;
         };
+        // A new init (codec parameters, size) changes CODECS and RESOLUTION.
+        let mut changed = r.last_init_id.is_some_and(|id| id != segment.init.id);
         if r.last_init_id != Some(segment.init.id) {
             r.last_init_id = Some(segment.init.id);
             let object = Object::new(ObjectKind::Init, segment.init.data.clone(), target);
@@ -187,7 +189,6 @@ impl Renditions {
             .then(|| f64::from(segment.video_frames) / segment.duration.as_secs_f64());
         r.latest = Some((segment.init.clone(), measured_fps));
         r.stats.record(segment.data.len(), segment.duration);
-        let mut changed = false;
         if r.stats.peak_bps() > r.declared_bandwidth {
             r.declared_bandwidth = (r.stats.peak_bps() as f64 * BANDWIDTH_HEADROOM) as u64;
             changed = true;

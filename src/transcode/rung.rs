@@ -34,12 +34,12 @@ impl Rung {
     }
 }
 
-/// Width for `height` keeping the aspect ratio of `source` (width, height), rounded to even.
+/// Width for `height` keeping the aspect ratio of `source` (width, height), rounded to the
+/// nearest even number (as ffmpeg's `scale=-2:height`).
 pub fn scaled_width(source: (u32, u32), height: u32) -> u32 {
     let (w, h) = (u64::from(source.0), u64::from(source.1.max(1)));
-    let width = (w * u64::from(height) + h / 2) / h;
-    let even = (width + 1) & !1;
-    u32::try_from(even.max(2)).unwrap_or(u32::MAX - 1)
+    let half = (w * u64::from(height) + h) / (2 * h);
+    u32::try_from((half * 2).max(2)).unwrap_or(u32::MAX - 1)
 }
 
 /// The rungs a source of `size` (width, height) at `fps` gets, and the names of those skipped
@@ -86,5 +86,6 @@ mod tests {
         );
         assert_eq!(scaled_width((1440, 1080), 240), 320);
         assert_eq!(scaled_width((1000, 1000), 33), 34);
+        assert_eq!(scaled_width((640, 360), 240), 426);
     }
 }

@@ -5,5 +5,6 @@ mod cdn;
 mod common;
 mod gstreamer;
 mod hls;
+mod ladder;
 mod reconnect;
 mod shield;
