@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 ensure_packages ffmpeg:ffmpeg curl:curl
+ensure_ffmpeg_dev
 
 cargo build --release --locked
 bash testdata/generate.sh

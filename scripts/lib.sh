@@ -32,3 +32,17 @@ ensure_gstreamer() {
     fi
   done
 }
+
+# FFmpeg development libraries and the toolchain ffmpeg-next (bindgen) builds against; the
+# `headwater` crate links libavcodec/libavformat/libavutil/libswscale.
+readonly FFMPEG_DEV_PACKAGES=(pkg-config clang libclang-dev libavcodec-dev libavformat-dev
+  libavutil-dev libswscale-dev libswresample-dev libavfilter-dev libavdevice-dev)
+
+# ensure_ffmpeg_dev: installs whichever of FFMPEG_DEV_PACKAGES is missing.
+ensure_ffmpeg_dev() {
+  local missing=() pkg
+  for pkg in "${FFMPEG_DEV_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+  done
+  install_packages "${missing[@]}"
+}

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 ensure_packages ffmpeg:ffmpeg ffprobe:ffmpeg nginx:nginx-light
 ensure_gstreamer
+ensure_ffmpeg_dev
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
