@@ -1,12 +1,19 @@
 //! RTMP ingest: a TCP listener that accepts publishers on `rtmp://host/<app>/<stream-key>`.
 //!
-//! The chunk layer, handshake and AMF0 command exchange come from `rml_rtmp`; this module owns
-//! the server around it (sockets, timeouts, auth through the [`Publish`] hook, logging) and the
-//! adapter from FLV tags to [`IngestEvent`]s. It knows nothing about streams, packaging or HTTP:
-//! whoever implements [`Publish`] decides which keys may publish and where frames go.
+//! The protocol is implemented here as sans-IO state machines, one per layer: [`handshake`]
+//! (the simple C0-C2/S0-S2 exchange), [`chunk`] (chunk stream reassembly and splitting), [`amf0`]
+//! (command serialization) and [`session`] (the NetConnection/NetStream commands a publisher
+//! sends). None of them touches a socket or panics on input; the server around them owns the
+//! sockets, timeouts, auth through the [`Publish`] hook and logging, and adapts FLV tags to
+//! [`IngestEvent`]s. It knows nothing about streams, packaging or HTTP: whoever implements
+//! [`Publish`] decides which keys may publish and where frames go.
 
+pub mod amf0;
+pub mod chunk;
+pub mod handshake;
 mod publisher;
 mod server;
+pub mod session;
 
 pub use publisher::TimestampUnwrapper;
 pub use server::{serve, RtmpSettings};
