@@ -67,6 +67,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Shield mode: a caching proxy in front of another origin (`headwater shield`).
     pub shield: ShieldConfig,
+    /// Access logs, metrics and viewer QoE.
+    pub observe: ObserveConfig,
     /// The adaptive bitrate ladder (renditions per stream); the default ladder when absent.
     #[serde(default)]
     pub ladder: LadderConfig,
@@ -86,6 +88,20 @@ pub struct CacheConfig {
     /// Directory of the disk tier (created if missing; reopened after a restart). Default
     /// "data/cache".
     pub dir: PathBuf,
+}
+
+/// `[observe]`: access logs, metrics and viewer QoE.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObserveConfig {
+    /// One log line per HTTP request (target `headwater::access`). Default true.
+    pub access_log: bool,
+    /// Record metrics and serve them at `/metrics`. Default true.
+    pub metrics: bool,
+    /// A viewer session (CMCD `sid`) counts as active this long after its last request.
+    /// Default "60s".
+    #[serde(with = "humantime_serde")]
+    pub qoe_window: Duration,
 }
 
 /// `[shield]`: settings of `headwater shield` (command-line flags override them).
@@ -213,6 +229,11 @@ impl Default for Config {
                 memory: ByteSize::mib(256),
                 disk: ByteSize::gib(1),
                 dir: PathBuf::from("data/cache"),
+            },
+            observe: ObserveConfig {
+                access_log: true,
+                metrics: true,
+                qoe_window: Duration::from_secs(60),
             },
             shield: ShieldConfig {
                 upstream: "http://127.0.0.1:8080".into(),

@@ -18,9 +18,10 @@ pub mod transcode;
 use cache::origin::StoreSource;
 use cache::upstream::{Upstream, UpstreamSettings};
 use cache::{Cache, CachePolicy};
-use config::{CacheConfig, Config, ShieldConfig};
+use config::{Config, ObserveConfig, ShieldConfig};
 use headwater_ingest::rtmp::{self, RtmpSettings};
-use metrics_exporter_prometheus::PrometheusHandle;
+use observe::{qoe::Qoe, Metrics, Readiness};
+use serve::Observability;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -69,8 +70,19 @@ pub struct Server {
     /// The stream registry (for tests and diagnostics).
     pub registry: Arc<stream::Registry>,
     cache: Arc<Cache<StoreSource>>,
+    readiness: Readiness,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
+}
+
+/// Observability for one node; metrics are dropped when `[observe] metrics` is off.
+fn observability(config: &ObserveConfig, metrics: Option<Metrics>) -> Observability {
+    Observability {
+        metrics: metrics.filter(|_| config.metrics),
+        readiness: Readiness::default(),
+        qoe: Arc::new(Qoe::new(config.qoe_window)),
+        access_log: config.access_log,
+    }
 }
 
 fn origin_policy(config: &ShieldConfig) -> CachePolicy {
@@ -84,12 +96,9 @@ fn origin_policy(config: &ShieldConfig) -> CachePolicy {
 }
 
 impl Server {
-    /// Binds every listener, opens the cache and starts serving. `metrics` renders `/metrics`
-    /// when given.
-    pub async fn start(
-        config: Config,
-        metrics: Option<PrometheusHandle>,
-    ) -> Result<Self, StartError> {
+    /// Binds every listener, opens the cache and starts serving. `metrics` (the installed
+    /// recorder) renders `/metrics` when given and `[observe] metrics` is on.
+    pub async fn start(config: Config, metrics: Option<Metrics>) -> Result<Self, StartError> {
         let (http, http_addr) = bind(config.http.listen).await?;
         let (rtmp_listener, rtmp_addr) = bind(config.rtmp.listen).await?;
         let store = Arc::new(store::Store::new());
@@ -120,13 +129,16 @@ impl Server {
             hook,
             shutdown.clone().cancelled_owned(),
         ));
+        let observability = observability(&config.observe, metrics);
+        let readiness = observability.readiness.clone();
         let router = serve::origin_router(
             serve::OriginState {
                 cache: cache.clone(),
             },
-            metrics,
+            observability,
         );
         spawn_http(&mut tasks, http, router, &shutdown);
+        readiness.set(true);
         tracing::info!(%http_addr, %rtmp_addr, "headwater origin listening");
         Ok(Self {
             http_addr,
@@ -134,6 +146,7 @@ impl Server {
             store,
             registry,
             cache,
+            readiness,
             shutdown,
             tasks,
         })
@@ -141,6 +154,7 @@ impl Server {
 
     /// Stops accepting, closes publishers, waits for the listeners and closes the cache.
     pub async fn shutdown(mut self) {
+        self.readiness.set(false);
         self.shutdown.cancel();
         while self.tasks.join_next().await.is_some() {}
         self.cache.close().await;
@@ -168,17 +182,15 @@ pub struct Shield {
     pub http_addr: SocketAddr,
     /// The cache (for tests and diagnostics).
     pub cache: Arc<Cache<Upstream>>,
+    readiness: Readiness,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
 }
 
 impl Shield {
-    /// Binds the listener, opens the cache and starts proxying to `shield.upstream`.
-    pub async fn start(
-        shield: &ShieldConfig,
-        cache_config: &CacheConfig,
-        metrics: Option<PrometheusHandle>,
-    ) -> Result<Self, StartError> {
+    /// Binds the listener, opens the cache and starts proxying to `[shield] upstream`.
+    pub async fn start(config: &Config, metrics: Option<Metrics>) -> Result<Self, StartError> {
+        let shield = &config.shield;
         let (http, http_addr) = bind(shield.listen).await?;
         let upstream = Upstream::new(UpstreamSettings {
             base: shield.upstream.clone(),
@@ -190,7 +202,7 @@ impl Shield {
             breaker_cooldown: shield.breaker_cooldown,
         })
         .map_err(StartError::Upstream)?;
-        let media = cache::hybrid::build(cache_config).await?;
+        let media = cache::hybrid::build(&config.cache).await?;
         let policy = CachePolicy {
             cache_playlists: true,
             negative_ttl: Some(shield.negative_ttl),
@@ -199,16 +211,20 @@ impl Shield {
         let cache = Arc::new(Cache::new(upstream, media, policy));
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
+        let observability = observability(&config.observe, metrics);
+        let readiness = observability.readiness.clone();
         spawn_http(
             &mut tasks,
             http,
-            serve::shield_router(cache.clone(), metrics),
+            serve::shield_router(cache.clone(), observability),
             &shutdown,
         );
+        readiness.set(true);
         tracing::info!(%http_addr, upstream = %shield.upstream, "headwater shield listening");
         Ok(Self {
             http_addr,
             cache,
+            readiness,
             shutdown,
             tasks,
         })
@@ -216,6 +232,7 @@ impl Shield {
 
     /// Stops accepting, finishes in-flight responses and closes the cache (flushing to disk).
     pub async fn shutdown(mut self) {
+        self.readiness.set(false);
         self.shutdown.cancel();
         while self.tasks.join_next().await.is_some() {}
         self.cache.close().await;

@@ -95,7 +95,7 @@ fn load(path: Option<PathBuf>) -> anyhow::Result<Config> {
 
 async fn shield(config: Config) -> anyhow::Result<()> {
     let metrics = observe::install_metrics().context("installing the metrics recorder")?;
-    let shield = headwater::Shield::start(&config.shield, &config.cache, Some(metrics))
+    let shield = headwater::Shield::start(&config, Some(metrics))
         .await
         .context("starting the shield")?;
     wait_for_signal().await?;

@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod object;
+pub mod observe;
 
 use crate::cache::origin::StoreSource;
 use crate::cache::upstream::Upstream;
@@ -14,11 +15,11 @@ use crate::cache::{Cache, ObjectKey};
 use crate::names::{RenditionName, StreamName};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderName, Method, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use error::ServeError;
-use metrics_exporter_prometheus::PrometheusHandle;
+pub use observe::Observability;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -83,7 +84,11 @@ async fn rendition_file(
     if served.object.status == 404 {
         return Err(ServeError::NotFound);
     }
-    Ok(object::respond(&headers, &served.object, None))
+    Ok(object::respond(
+        &headers,
+        &served.object,
+        Some(served.status),
+    ))
 }
 
 async fn shield_fill(
@@ -97,41 +102,6 @@ async fn shield_fill(
         &served.object,
         Some(served.status),
     ))
-}
-
-/// A bounded label for a request path: what kind of object it asks for.
-fn route_class(path: &str) -> &'static str {
-    if path.ends_with(".m3u8") {
-        "playlist"
-    } else if path.ends_with(".m4s") {
-        "segment"
-    } else if path.ends_with(".mp4") {
-        "init"
-    } else {
-        "other"
-    }
-}
-
-/// Counts requests and response bytes by route class and status class.
-async fn count_requests(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let route = route_class(request.uri().path());
-    let response = next.run(request).await;
-    let status = match response.status().as_u16() {
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    };
-    metrics::counter!("headwater_http_requests_total", "route" => route, "status" => status)
-        .increment(1);
-    if let Some(bytes) = axum::body::HttpBody::size_hint(response.body()).exact() {
-        metrics::counter!("headwater_http_response_bytes_total", "route" => route).increment(bytes);
-    }
-    response
-}
-
-async fn healthz() -> impl IntoResponse {
-    ([(header::CACHE_CONTROL, "no-store")], "ok\n")
 }
 
 fn cors() -> CorsLayer {
@@ -158,48 +128,44 @@ fn cors() -> CorsLayer {
         .max_age(std::time::Duration::from_secs(86_400))
 }
 
-/// Health and metrics, the same on every role.
-fn operations(metrics: Option<PrometheusHandle>) -> Router {
-    Router::new().route("/healthz", get(healthz)).route(
-        "/metrics",
-        get(move || {
-            let metrics = metrics.clone();
-            async move {
-                match metrics {
-                    Some(handle) => (
-                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                        handle.render(),
-                    )
-                        .into_response(),
-                    None => ServeError::NotFound.into_response(),
-                }
-            }
-        }),
-    )
+/// Health, readiness, metrics and QoE, the same on every role.
+fn operations(observability: Observability) -> Router {
+    Router::new()
+        .route("/healthz", get(observe::healthz))
+        .route("/readyz", get(observe::readyz))
+        .route("/metrics", get(observe::metrics))
+        .route("/api/v1/streams/{name}/qoe", get(observe::qoe))
+        .with_state(observability)
 }
 
-/// An Origin's application: HLS routes, health and metrics. One Router for every transport.
-pub fn origin_router(state: OriginState, metrics: Option<PrometheusHandle>) -> Router {
+/// An Origin's application: HLS routes and operations. One Router for every transport.
+pub fn origin_router(state: OriginState, observability: Observability) -> Router {
     let media = Router::new()
         .route("/live/{stream}/{file}", get(multivariant))
         .route("/live/{stream}/{rendition}/{file}", get(rendition_file))
         .layer(cors())
         .with_state(state);
-    operations(metrics)
+    operations(observability.clone())
         .merge(media)
         .fallback(|| async { ServeError::NotFound })
-        .layer(axum::middleware::from_fn(count_requests))
+        .layer(axum::middleware::from_fn_with_state(
+            observability,
+            observe::observe_requests,
+        ))
 }
 
 /// A Shield's application: every other GET is served through the cache from the upstream.
-pub fn shield_router(cache: Arc<Cache<Upstream>>, metrics: Option<PrometheusHandle>) -> Router {
+pub fn shield_router(cache: Arc<Cache<Upstream>>, observability: Observability) -> Router {
     let proxy = Router::new()
         .fallback(get(shield_fill))
         .layer(cors())
         .with_state(cache);
-    operations(metrics)
+    operations(observability.clone())
         .merge(proxy)
-        .layer(axum::middleware::from_fn(count_requests))
+        .layer(axum::middleware::from_fn_with_state(
+            observability,
+            observe::observe_requests,
+        ))
 }
 
 /// Serves `router` on `listener` (HTTP/1.1 and h2c) until `shutdown` completes, then lets

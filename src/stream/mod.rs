@@ -7,6 +7,7 @@
 //! grace expires -> `Ended` (playlist gets EXT-X-ENDLIST, objects stay for the retention time)
 //! -> removed. A publish on an ended stream starts a new instance with new URIs.
 
+mod ingest_stats;
 mod renditions;
 mod task;
 

@@ -52,6 +52,7 @@ pub(super) struct StreamTask {
     video_config: Option<AvcConfig>,
     session: Option<Session>,
     last_keyframe_arrival: Option<Instant>,
+    ingest_stats: super::ingest_stats::IngestStats,
 }
 
 /// A short id unique per stream instance, so URIs of a restarted stream never collide with
@@ -105,6 +106,7 @@ impl StreamTask {
         };
         Self {
             cadence: Cadence::new(mode, hls.segment_target),
+            ingest_stats: super::ingest_stats::IngestStats::new(stream.clone(), hls.segment_target),
             stream,
             generation,
             hls,
@@ -221,6 +223,7 @@ impl StreamTask {
             }
         };
         let arrived = Instant::now();
+        self.ingest_stats.frame(&frame);
         let keyframe = frame.track == Track::Video && frame.keyframe;
         let cue = match self.cadence.frame(frame, SystemTime::now()) {
             Ok(cue) => cue,
@@ -238,8 +241,11 @@ impl StreamTask {
                     let r = &mut self.renditions.list[index];
                     if r.active {
                         let segments = r.cutter.audio(frame.clone());
-                        self.renditions
-                            .publish(index, segments, self.last_keyframe_arrival);
+                        // Publish latency counts from the arrival of the closing source frame.
+                        let closed_by = (Some(index) == self.source)
+                            .then_some(self.last_keyframe_arrival)
+                            .flatten();
+                        self.renditions.publish(index, segments, closed_by);
                     }
                 }
                 Ok(())

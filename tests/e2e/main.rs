@@ -5,6 +5,7 @@ mod cdn;
 mod common;
 mod gstreamer;
 mod hls;
+mod observability;
 mod ladder;
 mod reconnect;
 mod shield;

@@ -1,0 +1,247 @@
+//! Metrics, CMCD QoE, access logs and readiness after a real ffmpeg push and player requests.
+
+use crate::common::*;
+use headwater::Server;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Sample values of `name` keyed by their labels, from a parsed exposition.
+fn samples(scrape: &prometheus_parse::Scrape, name: &str) -> Vec<(HashMap<String, String>, f64)> {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .map(|s| {
+            let labels = s
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let value = match &s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => *v,
+                prometheus_parse::Value::Histogram(buckets) => {
+                    buckets.iter().map(|b| b.count).fold(0.0, f64::max)
+                }
+                prometheus_parse::Value::Summary(_) => 1.0,
+            };
+            (labels, value)
+        })
+        .collect()
+}
+
+fn value(scrape: &prometheus_parse::Scrape, name: &str, wanted: &[(&str, &str)]) -> f64 {
+    samples(scrape, name)
+        .into_iter()
+        .filter(|(labels, _)| {
+            wanted
+                .iter()
+                .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|(_, v)| v)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_qoe_and_access_logs_after_a_real_session() {
+    require_tools();
+    let logs = Logs::capture();
+    let metrics = headwater::observe::install_metrics().expect("recorder");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(Duration::from_secs(2));
+    config.cache.dir = dir.path().join("cache");
+    let server = Server::start(config, Some(metrics)).await.expect("start");
+    let base = format!("http://{}", server.http_addr);
+    let http = client();
+    assert_eq!(get(&http, &format!("{base}/readyz")).await.0, 200);
+    assert_eq!(get(&http, &format!("{base}/healthz")).await.0, 200);
+
+    let publisher = Publisher::start(server.rtmp_addr, "demo", 8);
+    let playlist = wait_for("three segments", Duration::from_secs(20), || async {
+        let (status, body) = get(&http, &format!("{base}/live/demo/source/index.m3u8")).await;
+        (status == 200)
+            .then(|| parse_media(&body))
+            .filter(|p| p.segments.len() >= 3)
+    })
+    .await;
+
+    // A player session with CMCD: start-up requests carry `su`, then playback begins.
+    let session = "\"0e8ac3f1-9a5c-4d2e-8f00-cmcd-e2e\"";
+    let cmcd = |extra: &str| {
+        let payload = format!("br=800,bl=4000,mtp=9000,ot=v,sid={session}{extra}");
+        url_encode(&payload)
+    };
+    let seg = |n: usize| format!("{base}/live/demo/source/{}", playlist.segments[n].uri);
+    let first = http
+        .get(format!("{}?CMCD={}", seg(0), cmcd(",su")))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(first.status(), 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The same object with a different CMCD payload: one cache entry (CMCD is not in the key).
+    let second = http
+        .get(format!("{}?CMCD={}", seg(0), cmcd(",bs")))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        second.headers()["x-cache"],
+        "HIT",
+        "CMCD must not split the cache"
+    );
+    assert_eq!(
+        first.bytes().await.expect("body"),
+        second.bytes().await.expect("body")
+    );
+    let by_header = http
+        .get(seg(1))
+        .header("CMCD-Request", "bl=3500,mtp=8000")
+        .header("CMCD-Object", "br=1400,ot=v")
+        .header("CMCD-Session", format!("sid={session}"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(by_header.status(), 200);
+    // A made-up stream must not create QoE state.
+    let _ = http
+        .get(format!("{base}/live/nope/source/seg.m4s?CMCD={}", cmcd("")))
+        .send()
+        .await;
+
+    let (status, body) = get(&http, &format!("{base}/api/v1/streams/demo/qoe")).await;
+    assert_eq!(status, 200);
+    let qoe: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(qoe["sessions"], 1, "{qoe}");
+    assert_eq!(qoe["requests"], 3, "{qoe}");
+    let startup = qoe["startup_seconds"]["p50"]
+        .as_f64()
+        .expect("startup time");
+    assert!((0.25..5.0).contains(&startup), "startup {startup} s: {qoe}");
+    assert_eq!(qoe["buffer_starvations"], 1);
+    assert_eq!(qoe["bitrate_switches"], 1, "800 -> 1400 kbps");
+    assert_eq!(
+        get(&http, &format!("{base}/api/v1/streams/nope/qoe"))
+            .await
+            .0,
+        404
+    );
+
+    let (status, _) = publisher.wait(Duration::from_secs(20));
+    assert!(status.success());
+    let (_, text) = get(&http, &format!("{base}/metrics")).await;
+    let text = String::from_utf8(text.to_vec()).expect("utf-8");
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .expect("exposition parses");
+
+    let segment_ok = [
+        ("route", "segment"),
+        ("status", "2xx"),
+        ("protocol", "http1.1"),
+        ("method", "GET"),
+    ];
+    assert!(value(&scrape, "headwater_http_requests_total", &segment_ok) >= 3.0);
+    assert!(
+        value(
+            &scrape,
+            "headwater_http_requests_total",
+            &[("route", "playlist"), ("status", "2xx")]
+        ) >= 1.0
+    );
+    assert!(
+        value(
+            &scrape,
+            "headwater_http_request_duration_seconds",
+            &[("route", "segment")]
+        ) >= 3.0,
+        "histogram counts"
+    );
+    assert!(
+        value(
+            &scrape,
+            "headwater_http_response_bytes_total",
+            &[("route", "segment")]
+        ) > 100_000.0
+    );
+    let bitrate = value(
+        &scrape,
+        "headwater_ingest_bitrate_bits_per_second",
+        &[("stream", "demo")],
+    );
+    assert!(
+        (300_000.0..3_000_000.0).contains(&bitrate),
+        "ingest bitrate {bitrate} for an 800k + 96k push"
+    );
+    let fps = value(
+        &scrape,
+        "headwater_ingest_frames_per_second",
+        &[("stream", "demo")],
+    );
+    assert!((25.0..35.0).contains(&fps), "ingest fps {fps}");
+    let gop = value(
+        &scrape,
+        "headwater_ingest_keyframe_interval_seconds",
+        &[("stream", "demo")],
+    );
+    assert!((gop - 2.0).abs() < 0.1, "keyframe interval {gop}");
+    assert!(value(&scrape, "headwater_segments_published_total", &[]) >= 3.0);
+    assert!(!samples(&scrape, "headwater_segment_publish_latency_seconds").is_empty());
+    assert!(value(&scrape, "headwater_cache_hits_total", &[("tier", "memory")]) >= 1.0);
+    assert!(value(&scrape, "headwater_cache_misses_total", &[]) >= 1.0);
+    assert!(
+        value(
+            &scrape,
+            "headwater_qoe_buffer_starvations_total",
+            &[("stream", "demo")]
+        ) == 1.0
+    );
+    assert!(
+        value(
+            &scrape,
+            "headwater_qoe_startup_seconds",
+            &[("stream", "demo")]
+        ) >= 1.0
+    );
+    assert_eq!(
+        value(&scrape, "headwater_qoe_sessions", &[("stream", "demo")]),
+        1.0
+    );
+    assert!(value(&scrape, "headwater_process_resident_memory_bytes", &[]) > 1e6);
+    assert!(value(&scrape, "headwater_process_open_fds", &[]) > 5.0);
+    // Bounded labels: no raw paths, no client addresses, no made-up streams.
+    assert!(!text.contains("/live/"), "a path leaked into a label");
+    assert!(
+        !text.contains("127.0.0.1"),
+        "an address leaked into a label"
+    );
+    assert!(!text.contains("stream=\"nope\""));
+
+    let access = logs.text();
+    let line = access
+        .lines()
+        .find(|l| l.contains("headwater::access") && l.contains("route=\"segment\""))
+        .expect("access log line");
+    for field in [
+        "method=\"GET\"",
+        "status=200",
+        "bytes=",
+        "response_time_ms=",
+        "protocol=\"http1.1\"",
+        "cache=\"",
+    ] {
+        assert!(line.contains(field), "{field} missing in {line}");
+    }
+    server.shutdown().await;
+}
+
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
