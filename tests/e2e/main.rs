@@ -5,7 +5,7 @@ mod cdn;
 mod common;
 mod gstreamer;
 mod hls;
-mod observability;
 mod ladder;
+mod observability;
 mod reconnect;
 mod shield;

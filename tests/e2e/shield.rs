@@ -104,9 +104,7 @@ async fn start_shield(upstream: SocketAddr, dir: &std::path::Path) -> Shield {
     config.cache.disk = bytesize::ByteSize::mib(256);
     config.cache.dir = dir.to_path_buf();
     config.validate().expect("valid");
-    Shield::start(&config, None)
-        .await
-        .expect("shield starts")
+    Shield::start(&config, None).await.expect("shield starts")
 }
 
 fn x_cache(response: &reqwest::Response) -> String {
