@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-ensure_packages ffmpeg:ffmpeg ffprobe:ffmpeg nginx:nginx-light
+ensure_packages ffmpeg:ffmpeg ffprobe:ffmpeg nginx:nginx-light promtool:prometheus
 ensure_gstreamer
 ensure_ffmpeg_dev
 

@@ -245,3 +245,83 @@ fn url_encode(text: &str) -> String {
         })
         .collect()
 }
+
+/// Metric names an expression refers to, without the histogram/summary suffixes.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(start) = rest.find("headwater_") {
+        let tail = &rest[start..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        let name = &tail[..end];
+        let base = ["_bucket", "_count", "_sum"]
+            .iter()
+            .fold(name, |n, suffix| n.strip_suffix(suffix).unwrap_or(n));
+        names.push(base.to_owned());
+        rest = &tail[end..];
+    }
+    names
+}
+
+/// Every metric the dashboard and the alerts use is one the code records.
+#[test]
+fn dashboard_and_alert_rules_are_valid_and_use_real_metrics() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut source = String::new();
+    let mut dirs = vec![root.join("src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).expect("src") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                source.push_str(&std::fs::read_to_string(&path).expect("read"));
+            }
+        }
+    }
+    // Process metrics come from metrics-process under our prefix.
+    let known = |name: &str| {
+        source.contains(&format!("\"{name}\"")) || name.starts_with("headwater_process_")
+    };
+
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("config/grafana-dashboard.json")).expect("dashboard"),
+    )
+    .expect("dashboard is JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 10);
+    for panel in panels {
+        let targets = panel["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "panel {} has no query", panel["title"]);
+        for target in targets {
+            for name in metric_names(target["expr"].as_str().expect("expr")) {
+                assert!(
+                    known(&name),
+                    "dashboard panel {} uses unknown metric {name}",
+                    panel["title"]
+                );
+            }
+        }
+    }
+
+    let rules = std::fs::read_to_string(root.join("config/prometheus-alerts.yml")).expect("rules");
+    for name in metric_names(&rules) {
+        assert!(known(&name), "alert rule uses unknown metric {name}");
+    }
+    let check = std::process::Command::new("promtool")
+        .arg("check")
+        .arg("rules")
+        .arg(root.join("config/prometheus-alerts.yml"))
+        .output()
+        .expect("promtool is installed (scripts/test.sh installs the prometheus package)");
+    assert!(
+        check.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let summary = String::from_utf8_lossy(&check.stdout);
+    assert!(summary.contains("SUCCESS: 6 rules found"), "{summary}");
+}
