@@ -309,6 +309,27 @@ async fn a_720p_source_becomes_an_aligned_ladder() {
     );
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let publisher = publish(server.rtmp_addr, "demo", &args);
+    // Rule 6: while live, the renditions stay within one segment of each other.
+    let deadline = Deadline::new("the source's ENDLIST", Duration::from_secs(60));
+    loop {
+        let mut newest = Vec::new();
+        let mut ended = false;
+        for name in ["source", "480p", "360p"] {
+            let (status, body) = get(&http, &format!("{base}/{name}/index.m3u8")).await;
+            if status == 200 {
+                let p = parse_media(&body);
+                ended |= p.end_list;
+                newest.push(p.media_sequence + p.segments.len() as u64);
+            }
+        }
+        if let (Some(max), Some(min)) = (newest.iter().max(), newest.iter().min()) {
+            assert!(max - min <= 1, "rule 6: renditions apart: {newest:?}");
+        }
+        if ended {
+            break;
+        }
+        deadline.tick().await;
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let all = probe_all(&http, &base, &["source", "480p", "360p"], dir.path()).await;
     let (status, _) = publisher.wait(Duration::from_secs(5));
