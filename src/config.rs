@@ -5,6 +5,7 @@
 //! own section, never the root. Errors name the offending field path.
 
 mod ladder;
+mod listen;
 
 use crate::names::StreamName;
 use bytesize::ByteSize;
@@ -12,6 +13,7 @@ pub use ladder::{
     LadderConfig, LadderOverride, RenditionConfig, StreamLadder, H264_PROFILES, SOURCE_RENDITION,
     X264_PRESETS,
 };
+pub use listen::{LimitsConfig, TlsConfig};
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -72,6 +74,12 @@ pub struct Config {
     /// The adaptive bitrate ladder (renditions per stream); the default ladder when absent.
     #[serde(default)]
     pub ladder: LadderConfig,
+    /// HTTPS and HTTP/3 listener (`[tls]`); none when absent.
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// Limits on every HTTP transport (`[limits]`); the defaults when absent.
+    #[serde(default)]
+    pub limits: LimitsConfig,
     /// Stream keys allowed to publish; each maps a secret key to a public stream name.
     #[serde(default)]
     pub keys: Vec<KeyConfig>,
@@ -250,6 +258,8 @@ impl Default for Config {
                 fill_timeout: Duration::from_secs(10),
             },
             ladder: LadderConfig::default(),
+            tls: TlsConfig::default(),
+            limits: LimitsConfig::default(),
             keys: vec![KeyConfig {
                 key: "demo".into(),
                 stream: StreamName::parse("demo").expect("literal is a valid name"),
@@ -324,6 +334,8 @@ impl Config {
         }
         self.shield.validate()?;
         self.ladder.validate()?;
+        self.tls.validate()?;
+        self.limits.validate()?;
         let mut seen = HashSet::new();
         for (i, entry) in self.keys.iter().enumerate() {
             if entry.key.len() < 4

@@ -46,6 +46,9 @@ pub enum StartError {
     /// The upstream client could not be built.
     #[error("cannot build the upstream client")]
     Upstream(#[source] reqwest::Error),
+    /// The TLS or HTTP/3 listener could not start.
+    #[error("cannot start the TLS listeners")]
+    Secure(#[from] serve::secure::SecureError),
 }
 
 async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
@@ -65,6 +68,8 @@ pub struct Server {
     pub http_addr: SocketAddr,
     /// Where RTMP is accepted.
     pub rtmp_addr: SocketAddr,
+    /// HTTPS and HTTP/3, when `[tls]` is on.
+    pub secure: Option<serve::secure::SecureEndpoints>,
     /// The live store (for tests and diagnostics).
     pub store: Arc<store::Store>,
     /// The stream registry (for tests and diagnostics).
@@ -137,12 +142,21 @@ impl Server {
             },
             observability,
         );
-        spawn_http(&mut tasks, http, router, &shutdown);
+        let secure = serve::secure::start(
+            &config.tls,
+            &config.limits,
+            router.clone(),
+            &mut tasks,
+            &shutdown,
+        )
+        .await?;
+        serve::secure::spawn_plain(&mut tasks, http, router, &config.limits, &shutdown);
         readiness.set(true);
         tracing::info!(%http_addr, %rtmp_addr, "headwater origin listening");
         Ok(Self {
             http_addr,
             rtmp_addr,
+            secure,
             store,
             registry,
             cache,
@@ -159,20 +173,6 @@ impl Server {
         while self.tasks.join_next().await.is_some() {}
         self.cache.close().await;
     }
-}
-
-fn spawn_http(
-    tasks: &mut JoinSet<()>,
-    listener: TcpListener,
-    router: axum::Router,
-    shutdown: &CancellationToken,
-) {
-    let stop = shutdown.clone().cancelled_owned();
-    tasks.spawn(async move {
-        if let Err(error) = serve::serve_tcp(listener, router, stop).await {
-            tracing::error!(%error, "http listener failed");
-        }
-    });
 }
 
 /// A running Shield: a caching HLS proxy in front of an upstream origin.
@@ -213,10 +213,11 @@ impl Shield {
         let mut tasks = JoinSet::new();
         let observability = observability(&config.observe, metrics);
         let readiness = observability.readiness.clone();
-        spawn_http(
+        serve::secure::spawn_plain(
             &mut tasks,
             http,
             serve::shield_router(cache.clone(), observability),
+            &config.limits,
             &shutdown,
         );
         readiness.set(true);

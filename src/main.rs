@@ -27,6 +27,10 @@ enum Command {
         /// Configuration file; without it the embedded demo config (config/headwater.toml) is used.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Also serve HTTPS (h1/h2) and HTTP/3 with a self-signed certificate for localhost, on
+        /// `tls.listen` or 127.0.0.1:8443. Development only.
+        #[arg(long)]
+        dev_tls: bool,
     },
     /// Run as a shield: a caching HLS proxy in front of another origin.
     Shield {
@@ -56,9 +60,16 @@ fn main() -> anyhow::Result<()> {
             println!("{}: ok", file.display());
             Ok(())
         }
-        Command::Serve { config } => {
+        Command::Serve { config, dev_tls } => {
             observe::init_logging(cli.log_format);
-            let config = load(config)?;
+            let mut config = load(config)?;
+            if dev_tls {
+                config.tls.self_signed = true;
+                config
+                    .tls
+                    .listen
+                    .get_or_insert(([127, 0, 0, 1], 8443).into());
+            }
             runtime()?.block_on(serve(config))
         }
         Command::Shield {

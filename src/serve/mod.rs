@@ -6,8 +6,14 @@
 //! Header policy lives in [`object`], status decisions in [`error`].
 
 pub mod error;
+pub mod h3;
+pub mod limits;
 pub mod object;
 pub mod observe;
+pub mod secure;
+pub mod tcp;
+pub mod tls;
+pub mod transport;
 
 use crate::cache::origin::StoreSource;
 use crate::cache::upstream::Upstream;

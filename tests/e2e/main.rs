@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod cdn;
+mod clients;
 mod common;
 mod gstreamer;
 mod hls;
@@ -9,3 +10,4 @@ mod ladder;
 mod observability;
 mod reconnect;
 mod shield;
+mod transports;
