@@ -6,6 +6,12 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 ensure_packages ffmpeg:ffmpeg ffprobe:ffmpeg nginx:nginx-light promtool:prometheus
+# Headless Chromium + hls.js (npm, pinned by tests/browser/package-lock.json) for the HTTP/3
+# browser test (tests/e2e/browser.rs).
+ensure_packages chromium:chromium npm:npm
+if [ ! -d tests/browser/node_modules/hls.js ] || [ ! -d tests/browser/node_modules/playwright-core ]; then
+  (cd tests/browser && npm ci --no-audit --no-fund)
+fi
 ensure_gstreamer
 ensure_ffmpeg_dev
 

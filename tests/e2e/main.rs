@@ -1,6 +1,7 @@
 //! End-to-end tests against real clients: ffmpeg publishes over RTMP, HTTP + ffprobe read HLS.
 
 mod bad_input;
+mod browser;
 mod cdn;
 mod clients;
 mod common;
