@@ -372,7 +372,7 @@ async fn a_720p_source_becomes_an_aligned_ladder() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_irregular_gop_without_audio_stays_aligned() {
     require_tools();
-    let _logs = Logs::capture();
+    let logs = Logs::capture();
     let config = ladder_config(
         true,
         vec![
@@ -385,7 +385,7 @@ async fn an_irregular_gop_without_audio_stays_aligned() {
     let http = client();
     // Keyframes every 50 frames (1.67 s) and on scene cuts: boundaries fall on the first source
     // keyframe at or after each 2 s target.
-    let args = synthetic("640x360", 10, &["-g", "50"], false);
+    let args = synthetic("640x360", 10, &["-g", "50", "-bf", "2"], false);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let publisher = publish(server.rtmp_addr, "demo", &args);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -402,6 +402,20 @@ async fn an_irregular_gop_without_audio_stays_aligned() {
         .iter()
         .all(|s| (s.width, s.height) == (426, 240)));
     assert!(all["source"].len() >= 2);
+    // Segments run long (3.3 s for a 2 s target): said in the logs, and a target duration that
+    // holds in every playlist.
+    assert!(logs.text().contains("segments run long"));
+    for name in ["source", "360p", "240p"] {
+        let playlist = ended_playlist(&http, &base, name, Duration::from_secs(5)).await;
+        assert_eq!(playlist.target_duration, 3, "{name}");
+        assert!(
+            playlist
+                .segments
+                .iter()
+                .all(|s| (s.duration.round() as u64) <= playlist.target_duration),
+            "{name}: rule 1"
+        );
+    }
     server.shutdown().await;
 }
 
@@ -421,7 +435,7 @@ async fn an_all_transcoded_ladder_cuts_exactly_and_reconnects_in_step() {
     let http = client();
     // A source GOP (50 frames) that never lines up with 2 s: without a passthrough rendition
     // boundaries are time-based and exact anyway.
-    let args = synthetic("640x360", 7, &["-g", "50"], true);
+    let args = synthetic("640x360", 7, &["-g", "50", "-bf", "2"], true);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (status, _) = publish(server.rtmp_addr, "demo", &args).wait(Duration::from_secs(20));
     assert!(status.success(), "first publisher failed");
