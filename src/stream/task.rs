@@ -472,6 +472,8 @@ impl StreamTask {
                     source = std::error::Error::source(&error).map(ToString::to_string),
                     "transcoding failed: rendition ended");
                 self.renditions.shed(index);
+                metrics::gauge!("headwater_transcode_renditions_active", "stream" => self.stream.to_string())
+                    .set(self.transcoded_rungs() as f64);
             }
             Output::Finished { .. } => session.governor.stopped(rung),
         }
