@@ -325,3 +325,89 @@ fn dashboard_and_alert_rules_are_valid_and_use_real_metrics() {
     let summary = String::from_utf8_lossy(&check.stdout);
     assert!(summary.contains("SUCCESS: 6 rules found"), "{summary}");
 }
+
+/// hls.js in headless Chromium with CMCD on: its session shows up in the QoE endpoint with a
+/// startup time, and in the session gauge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hls_js_cmcd_session_reaches_the_qoe_endpoint() {
+    require_tools();
+    let browser = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").exists()
+            && browser.join("node_modules/hls.js").exists(),
+        "chromium or hls.js missing: run scripts/test.sh, which installs them"
+    );
+    let _logs = Logs::capture();
+    let metrics = headwater::observe::install_metrics().expect("recorder");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(Duration::from_secs(3));
+    config.cache.dir = dir.path().join("cache");
+    let server = Server::start(config, Some(metrics)).await.expect("start");
+    let _publisher = Publisher::start(server.rtmp_addr, "demo", 40);
+    let http = client();
+    let base = format!("http://{}", server.http_addr);
+    wait_for("two segments", Duration::from_secs(30), || async {
+        let (status, body) = get(&http, &format!("{base}/live/demo/source/index.m3u8")).await;
+        (status == 200 && parse_media(&body).segments.len() >= 2).then_some(())
+    })
+    .await;
+    let origin = base.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("timeout")
+            .args([
+                "90",
+                "node",
+                "play_cmcd.mjs",
+                &origin,
+                "/live/demo/index.m3u8",
+                "e2e-cmcd-session",
+                "4",
+            ])
+            .current_dir(browser)
+            .output()
+            .expect("run node")
+    })
+    .await
+    .expect("join");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "browser run failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let played: serde_json::Value =
+        serde_json::from_str(stdout.trim()).expect("JSON from play_cmcd.mjs");
+    assert_eq!(
+        played["errors"],
+        serde_json::json!([]),
+        "hls.js errors: {played}"
+    );
+    assert!(
+        played["currentTime"].as_f64().unwrap_or(0.0) >= 4.0,
+        "did not play 4 s: {played}"
+    );
+    assert!(
+        played["cmcdRequests"].as_u64().unwrap_or(0) >= 3,
+        "hls.js sent no CMCD: {played}"
+    );
+
+    let (status, body) = get(&http, &format!("{base}/api/v1/streams/demo/qoe")).await;
+    assert_eq!(status, 200);
+    let qoe: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(qoe["sessions"], 1, "{qoe}");
+    let startup = qoe["startup_seconds"]["p50"].as_f64().unwrap_or(-1.0);
+    assert!(
+        (0.0..20.0).contains(&startup) && qoe["startup_seconds"]["count"] == 1,
+        "no startup time for the hls.js session: {qoe}"
+    );
+    assert!(
+        !qoe["requested_bitrate_kbps"]
+            .as_object()
+            .expect("map")
+            .is_empty(),
+        "{qoe}"
+    );
+    let (_, text) = get(&http, &format!("{base}/metrics")).await;
+    assert!(String::from_utf8_lossy(&text).contains("headwater_qoe_sessions{stream=\"demo\"} 1"));
+    server.shutdown().await;
+}
