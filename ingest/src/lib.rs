@@ -6,5 +6,6 @@
 pub mod flv;
 pub mod frame;
 pub mod rtmp;
+pub mod ts;
 
 pub use frame::{AacConfig, AvcConfig, IngestEvent, MediaFrame, MediaTime, Track};
