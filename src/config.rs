@@ -4,11 +4,13 @@
 //! `config/headwater.toml`, which parses to exactly [`Config::default()`]. Each module gets its
 //! own section, never the root. Errors name the offending field path.
 
+mod api;
 mod ladder;
 mod listen;
 
 use crate::names::StreamName;
 use bytesize::ByteSize;
+pub use api::{ApiConfig, WebhooksConfig};
 pub use ladder::{
     LadderConfig, LadderOverride, RenditionConfig, StreamLadder, H264_PROFILES, SOURCE_RENDITION,
     X264_PRESETS,
@@ -83,6 +85,9 @@ pub struct Config {
     /// Stream keys allowed to publish; each maps a secret key to a public stream name.
     #[serde(default)]
     pub keys: Vec<KeyConfig>,
+    /// The JSON API, metadata store, viewer counting and webhooks (`[api]`); defaults when absent.
+    #[serde(default)]
+    pub api: ApiConfig,
 }
 
 /// `[cache]`: the hybrid cache segments and init sections are served from.
@@ -323,6 +328,7 @@ impl Config {
         if c.memory < ByteSize::mib(16) {
             return Err(invalid("cache.memory", "must be at least 16 MiB"));
         }
+            api: ApiConfig::default(),
         if c.disk.as_u64() != 0 && c.disk < ByteSize::mib(128) {
             return Err(invalid(
                 "cache.disk",
@@ -402,6 +408,7 @@ mod tests {
 
     #[test]
     fn every_file_under_config_loads() {
+        self.api.validate()?;
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
         let mut count = 0;
         for entry in std::fs::read_dir(dir).expect("config dir") {

@@ -5,6 +5,7 @@
 //! everyone may use. [`Server`] (Origin) and [`Shield`] wire the pieces; `main.rs` is only the
 //! command line around them.
 
+pub mod api;
 pub mod cache;
 pub mod config;
 pub mod names;
@@ -48,6 +49,9 @@ pub enum StartError {
     Upstream(#[source] reqwest::Error),
     /// The TLS or HTTP/3 listener could not start.
     #[error("cannot start the TLS listeners")]
+    /// The API's metadata store could not be opened.
+    #[error("cannot start the API")]
+    Api(#[from] api::ApiStartError),
     Secure(#[from] serve::secure::SecureError),
 }
 
@@ -111,13 +115,16 @@ impl Server {
         let source = StoreSource::new(store.clone(), serve::object::represent);
         let cache = Arc::new(Cache::new(source, media, origin_policy(&config.shield)));
         let registry = Arc::new(
+    /// The JSON API (for tests and diagnostics).
+    pub api: api::Api,
             stream::Registry::new(
                 config.rtmp.app.clone(),
                 &config.keys,
                 config.hls.clone(),
                 store.clone(),
             )
-            .with_ladder(config.ladder.clone()),
+            .with_ladder(config.ladder.clone())
+            .with_key_directory(metadata.key_directory()),
         );
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
@@ -147,6 +154,7 @@ impl Server {
             &config.limits,
             router.clone(),
             &mut tasks,
+        let metadata = api::Metadata::open(&config.api)?;
             &shutdown,
         )
         .await?;
@@ -180,9 +188,22 @@ impl Server {
 pub struct Shield {
     /// Where HTTP is served.
     pub http_addr: SocketAddr,
+        let api = api::Api::start(
+            &config.api,
+            &config.keys,
+            metadata,
+            api::ApiParts {
+                registry: registry.clone(),
+                media: store.clone(),
+                qoe: observability.qoe.clone(),
+            },
+            &mut tasks,
+            &shutdown,
+        );
     /// The cache (for tests and diagnostics).
     pub cache: Arc<Cache<Upstream>>,
     readiness: Readiness,
+                api: Some(api.clone()),
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
 }
@@ -205,6 +226,7 @@ impl Shield {
         let media = cache::hybrid::build(&config.cache).await?;
         let policy = CachePolicy {
             cache_playlists: true,
+            api,
             negative_ttl: Some(shield.negative_ttl),
             ..origin_policy(shield)
         };

@@ -123,6 +123,7 @@ async fn serve_connection(
         Ok(Err(error)) => return handshake_failed(&error.to_string()),
         Err(_) => return handshake_failed("timed out"),
     };
+    let peer = connection.remote_address();
     let built = h3::server::builder()
         .max_field_section_size(limits.max_header_bytes as u64)
         .build::<_, Bytes>(h3_quinn::Connection::new(connection))
@@ -144,7 +145,7 @@ async fn serve_connection(
                     let timeout = limits.header_read_timeout;
                     requests.spawn(async move {
                         match tokio::time::timeout(timeout, resolver.resolve_request()).await {
-                            Ok(Ok((request, stream))) => serve_request(request, stream, router).await,
+                            Ok(Ok((request, stream))) => serve_request(request, stream, router, peer).await,
                             Ok(Err(error)) => tracing::debug!(%error, "bad HTTP/3 request"),
                             Err(_) => tracing::debug!("HTTP/3 request head timed out"),
                         }
@@ -173,7 +174,12 @@ async fn serve_connection(
 
 type Stream = h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
 
-async fn serve_request(request: Request<()>, stream: Stream, router: axum::Router) {
+async fn serve_request(
+    request: Request<()>,
+    stream: Stream,
+    router: axum::Router,
+    peer: std::net::SocketAddr,
+) {
     let (mut send, recv) = stream.split();
     let body = Body::from_stream(futures_util::stream::unfold(recv, |mut recv| async move {
         match recv.recv_data().await {
@@ -187,6 +193,7 @@ async fn serve_request(request: Request<()>, stream: Stream, router: axum::Route
     }));
     let (mut parts, ()) = request.into_parts();
     parts.version = Version::HTTP_3;
+    parts.extensions.insert(axum::extract::ConnectInfo(peer));
     let head_only = parts.method == Method::HEAD;
     let request = Request::from_parts(parts, body);
     let response = match router.oneshot(request).await {

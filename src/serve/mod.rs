@@ -36,6 +36,8 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 pub struct OriginState {
     /// Media cache in front of the live store.
     pub cache: Arc<Cache<StoreSource>>,
+    /// The JSON API under `/api/v1` (and viewer counting on media routes), when mounted.
+    pub api: Option<crate::api::Api>,
 }
 
 const PLAYLIST_FILE: &str = "index.m3u8";
@@ -132,6 +134,9 @@ fn cors() -> CorsLayer {
             header::CACHE_CONTROL,
         ])
         .max_age(std::time::Duration::from_secs(86_400))
+        // The allowed origin is always `*`, so responses never vary by Origin; a Vary header
+        // would only split CDN caches (one copy of an immutable segment per requesting site).
+        .vary([])
 }
 
 /// Health, readiness, metrics and QoE, the same on every role.
@@ -146,13 +151,22 @@ fn operations(observability: Observability) -> Router {
 
 /// An Origin's application: HLS routes and operations. One Router for every transport.
 pub fn origin_router(state: OriginState, observability: Observability) -> Router {
-    let media = Router::new()
+    let api = state.api.clone();
+    let mut media = Router::new()
         .route("/live/{stream}/{file}", get(multivariant))
         .route("/live/{stream}/{rendition}/{file}", get(rendition_file))
         .layer(cors())
         .with_state(state);
+    if let Some(api) = &api {
+        media = media.layer(axum::middleware::from_fn_with_state(
+            api.clone(),
+            crate::api::viewers::track,
+        ));
+    }
+    let api = api.map(|api| api.router()).unwrap_or_default();
     operations(observability.clone())
         .merge(media)
+        .merge(api)
         .fallback(|| async { ServeError::NotFound })
         .layer(axum::middleware::from_fn_with_state(
             observability,

@@ -83,7 +83,7 @@ pub async fn serve(listener: TcpListener, service: TcpService, shutdown: Cancell
         let builder = builder.clone();
         let stop = shutdown.clone();
         connections.spawn(async move {
-            serve_connection(stream, &service, &builder, stop).await;
+            serve_connection(stream, peer, &service, &builder, stop).await;
             drop(permit);
         });
     }
@@ -107,6 +107,7 @@ pub async fn serve(listener: TcpListener, service: TcpService, shutdown: Cancell
 
 async fn serve_connection(
     stream: TcpStream,
+    peer: std::net::SocketAddr,
     service: &TcpService,
     builder: &auto::Builder<TokioExecutor>,
     stop: CancellationToken,
@@ -115,12 +116,12 @@ async fn serve_connection(
     let activity = Activity::new();
     let io = TrackedIo::new(stream, activity.clone());
     match &service.tls {
-        None => drive(io, service, builder, activity, stop).await,
+        None => drive(io, peer, service, builder, activity, stop).await,
         Some(acceptor) => {
             let handshake =
                 tokio::time::timeout(limits.header_read_timeout, acceptor.accept(io)).await;
             match handshake {
-                Ok(Ok(tls)) => drive(tls, service, builder, activity, stop).await,
+                Ok(Ok(tls)) => drive(tls, peer, service, builder, activity, stop).await,
                 Ok(Err(error)) => {
                     metrics::counter!("headwater_tls_handshake_failures_total", "transport" => "tcp")
                         .increment(1);
@@ -138,6 +139,7 @@ async fn serve_connection(
 
 async fn drive<I>(
     io: I,
+    peer: std::net::SocketAddr,
     service: &TcpService,
     builder: &auto::Builder<TokioExecutor>,
     activity: Activity,
@@ -146,7 +148,16 @@ async fn drive<I>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let limits = &service.limits;
-    let hyper_service = TowerToHyperService::new(service.router.clone());
+    // Handlers that need the client address (rate limits, viewer sessions) find it here.
+    let with_peer = move |mut request: hyper::Request<hyper::body::Incoming>| {
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        request
+    };
+    let hyper_service = TowerToHyperService::new(
+        tower::ServiceExt::map_request(service.router.clone(), with_peer),
+    );
     let connection = builder.serve_connection(TokioIo::new(io), hyper_service);
     tokio::pin!(connection);
     let mut draining = false;

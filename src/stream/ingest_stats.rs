@@ -1,9 +1,11 @@
 //! Per-stream ingest health as metrics: bitrate, frame rate and keyframe interval of what the
 //! publisher sends, measured on media time over a sliding window.
 
+use super::IngestRates;
 use crate::names::StreamName;
 use headwater_ingest::{MediaFrame, Track};
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Window the bitrate and frame rate are averaged over.
@@ -19,10 +21,15 @@ pub(super) struct IngestStats {
     recent: VecDeque<(Instant, usize, bool)>,
     last_keyframe_ms: Option<f64>,
     last_refresh: Option<Instant>,
+    rates: Arc<IngestRates>,
 }
 
 impl IngestStats {
-    pub(super) fn new(stream: StreamName, segment_target: Duration) -> Self {
+    pub(super) fn new(
+        stream: StreamName,
+        segment_target: Duration,
+        rates: Arc<IngestRates>,
+    ) -> Self {
         metrics::gauge!("headwater_stream_segment_target_seconds", "stream" => stream.to_string())
             .set(segment_target.as_secs_f64());
         Self {
@@ -30,6 +37,7 @@ impl IngestStats {
             recent: VecDeque::new(),
             last_keyframe_ms: None,
             last_refresh: None,
+            rates,
         }
     }
 
@@ -71,8 +79,9 @@ impl IngestStats {
         }
         let bytes: usize = self.recent.iter().map(|(_, b, _)| b).sum();
         let frames = self.recent.iter().filter(|(_, _, v)| *v).count();
-        metrics::gauge!("headwater_ingest_bitrate_bits_per_second", &labels)
-            .set(bytes as f64 * 8.0 / span);
-        metrics::gauge!("headwater_ingest_frames_per_second", &labels).set(frames as f64 / span);
+        let (bitrate, fps) = (bytes as f64 * 8.0 / span, frames as f64 / span);
+        self.rates.set(bitrate, fps);
+        metrics::gauge!("headwater_ingest_bitrate_bits_per_second", &labels).set(bitrate);
+        metrics::gauge!("headwater_ingest_frames_per_second", &labels).set(fps);
     }
 }

@@ -9,7 +9,7 @@
 //! the slowest falls `ladder.max_lag` behind.
 
 use super::renditions::{Kind, Renditions};
-use super::{PublisherState, Slots};
+use super::{Attached, IngestRates, PublisherState, Slots, StreamEvent};
 use crate::config::{HlsConfig, StreamLadder, SOURCE_RENDITION};
 use crate::names::{RenditionName, StreamName};
 use crate::package::SegmentError;
@@ -18,7 +18,7 @@ use crate::transcode::{self, Boundary, Cadence, Cue, CutMode, Governor, Output, 
 use headwater_ingest::{AvcConfig, IngestEvent, MediaFrame, Track};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tracing::{error, info, warn};
 
 /// How often lag and realtime-factor gauges are updated.
@@ -34,6 +34,14 @@ struct Session {
     carried: Option<Boundary>,
     dropped: u64,
     last_gauges: Instant,
+}
+
+/// What the task reports beside the media path (never waiting on anyone).
+pub(super) struct Reports {
+    pub(super) events: broadcast::Sender<StreamEvent>,
+    pub(super) rates: Arc<IngestRates>,
+    /// When the registry accepted the instance's first publisher.
+    pub(super) started_at: SystemTime,
 }
 
 pub(super) struct StreamTask {
@@ -53,6 +61,8 @@ pub(super) struct StreamTask {
     session: Option<Session>,
     last_keyframe_arrival: Option<Instant>,
     ingest_stats: super::ingest_stats::IngestStats,
+    events: broadcast::Sender<StreamEvent>,
+    started_at: SystemTime,
 }
 
 /// A short id unique per stream instance, so URIs of a restarted stream never collide with
@@ -76,6 +86,8 @@ fn instance_id() -> String {
 enum Step {
     Event(Option<IngestEvent>),
     Output(Option<Output>),
+    /// The publisher's key was revoked.
+    Cut,
 }
 
 impl StreamTask {
@@ -86,6 +98,7 @@ impl StreamTask {
         ladder: StreamLadder,
         store: Arc<Store>,
         slots: Arc<Mutex<Slots>>,
+        reports: Reports,
     ) -> Self {
         let instance = instance_id();
         // Removed segments stay fetchable for one more window (HLS availability window).
@@ -106,7 +119,13 @@ impl StreamTask {
         };
         Self {
             cadence: Cadence::new(mode, hls.segment_target),
-            ingest_stats: super::ingest_stats::IngestStats::new(stream.clone(), hls.segment_target),
+            ingest_stats: super::ingest_stats::IngestStats::new(
+                stream.clone(),
+                hls.segment_target,
+                reports.rates,
+            ),
+            events: reports.events,
+            started_at: reports.started_at,
             stream,
             generation,
             hls,
@@ -124,19 +143,34 @@ impl StreamTask {
 
     pub(super) async fn run(
         mut self,
-        mut publisher: mpsc::Receiver<IngestEvent>,
-        mut handoffs: mpsc::UnboundedReceiver<mpsc::Receiver<IngestEvent>>,
+        attached: Attached,
+        mut handoffs: mpsc::UnboundedReceiver<Attached>,
     ) {
         info!(stream = %self.stream, "stream started");
+        let instance = self.renditions.entry().instance().to_owned();
+        let _ = self.events.send(StreamEvent::Started {
+            stream: self.stream.clone(),
+            instance: instance.clone(),
+            at: self.started_at,
+        });
+        let Attached {
+            events: mut publisher,
+            mut cut,
+        } = attached;
         loop {
             loop {
                 let step = match self.session.as_mut().and_then(|s| s.transcoder.as_mut()) {
                     Some(transcoder) => tokio::select! {
                         biased;
+                        () = cut.cancelled() => Step::Cut,
                         output = transcoder.recv() => Step::Output(output),
                         event = publisher.recv() => Step::Event(event),
                     },
-                    None => Step::Event(publisher.recv().await),
+                    None => tokio::select! {
+                        biased;
+                        () = cut.cancelled() => Step::Cut,
+                        event = publisher.recv() => Step::Event(event),
+                    },
                 };
                 match step {
                     Step::Output(Some(output)) => self.on_output(output),
@@ -153,6 +187,10 @@ impl StreamTask {
                         }
                     }
                     Step::Event(None) => break,
+                    Step::Cut => {
+                        warn!(stream = %self.stream, "publisher's key revoked: disconnecting");
+                        break;
+                    }
                 }
             }
             // Makes the connection's next send fail, so it closes (no-op when it already left).
@@ -160,15 +198,22 @@ impl StreamTask {
             self.publisher_left().await;
             self.set_state(PublisherState::Reconnecting);
             info!(stream = %self.stream, grace = ?self.hls.reconnect_grace, "publisher left; waiting for a reconnect");
-            match tokio::time::timeout(self.hls.reconnect_grace, handoffs.recv()).await {
-                Ok(Some(next)) => publisher = next,
+            let next = match tokio::time::timeout(self.hls.reconnect_grace, handoffs.recv()).await {
+                Ok(Some(next)) => next,
                 _ => match self.end_unless_reconnected(&mut handoffs) {
-                    Some(next) => publisher = next,
+                    Some(next) => next,
                     None => break,
                 },
-            }
+            };
+            publisher = next.events;
+            cut = next.cut;
         }
         self.renditions.end();
+        let _ = self.events.send(StreamEvent::Ended {
+            stream: self.stream.clone(),
+            instance,
+            at: SystemTime::now(),
+        });
         info!(stream = %self.stream, retention = ?self.hls.ended_retention, "stream ended");
         tokio::time::sleep(self.hls.ended_retention).await;
         self.store
@@ -482,8 +527,8 @@ impl StreamTask {
     /// Marks the stream Ended, unless a publisher was handed over in the meantime.
     fn end_unless_reconnected(
         &self,
-        handoffs: &mut mpsc::UnboundedReceiver<mpsc::Receiver<IngestEvent>>,
-    ) -> Option<mpsc::Receiver<IngestEvent>> {
+        handoffs: &mut mpsc::UnboundedReceiver<Attached>,
+    ) -> Option<Attached> {
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         if let Ok(next) = handoffs.try_recv() {
             return Some(next);

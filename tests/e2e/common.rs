@@ -42,6 +42,8 @@ pub fn test_config(grace: Duration) -> Config {
     config.keys = [("demo", "demo"), ("key-a", "a"), ("key-b", "b")]
         .into_iter()
         .map(|(key, stream)| KeyConfig {
+    // Metadata in memory: tests that need the SQLite file (api.rs) set their own data_dir.
+    config.api.data_dir = std::path::PathBuf::new();
             key: key.into(),
             stream: StreamName::parse(stream).expect("name"),
         })

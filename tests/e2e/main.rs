@@ -1,5 +1,6 @@
 //! End-to-end tests against real clients: ffmpeg publishes over RTMP, HTTP + ffprobe read HLS.
 
+mod api;
 mod bad_input;
 mod browser;
 mod cdn;
