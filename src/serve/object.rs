@@ -62,6 +62,22 @@ fn none_match(headers: &HeaderMap, etag: &str) -> bool {
     })
 }
 
+/// `If-Modified-Since`, consulted only without `If-None-Match` (RFC 9110 13.1.3).
+fn not_modified_since(headers: &HeaderMap, object: &CachedObject) -> bool {
+    if headers.contains_key(header::IF_NONE_MATCH) {
+        return false;
+    }
+    let since = headers
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok());
+    let modified = object
+        .last_modified
+        .as_deref()
+        .and_then(|v| httpdate::parse_http_date(v).ok());
+    matches!((since, modified), (Some(since), Some(modified)) if modified <= since)
+}
+
 /// A parsed single byte range, inclusive.
 #[derive(Debug, PartialEq, Eq)]
 enum RangeRequest {
@@ -171,6 +187,7 @@ pub fn respond(headers: &HeaderMap, object: &CachedObject, cache: Option<CacheSt
         .etag
         .as_deref()
         .is_some_and(|etag| none_match(headers, etag))
+        || not_modified_since(headers, object)
     {
         return builder
             .status(StatusCode::NOT_MODIFIED)
@@ -255,6 +272,48 @@ mod tests {
         );
         assert_eq!(parse_range(Some(&h("items=0-1")), 100), RangeRequest::Full);
         assert_eq!(parse_range(None, 100), RangeRequest::Full);
+    }
+
+    #[test]
+    fn if_modified_since_yields_to_if_none_match() {
+        let object = CachedObject {
+            status: 200,
+            body: bytes::Bytes::from_static(b"x"),
+            content_type: None,
+            etag: Some("\"e\"".into()),
+            cache_control: None,
+            last_modified: Some("Thu, 26 Nov 2026 01:00:00 GMT".into()),
+            fetched_at_ms: 0,
+            source_age: 0,
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::IF_MODIFIED_SINCE,
+            h("Thu, 26 Nov 2026 01:00:00 GMT"),
+        );
+        assert!(not_modified_since(&headers, &object));
+        assert_eq!(
+            respond(&headers, &object, None).status(),
+            StatusCode::NOT_MODIFIED
+        );
+        headers.insert(
+            header::IF_MODIFIED_SINCE,
+            h("Thu, 26 Nov 2026 00:59:59 GMT"),
+        );
+        assert!(!not_modified_since(&headers, &object));
+        headers.insert(
+            header::IF_MODIFIED_SINCE,
+            h("Fri, 27 Nov 2026 00:00:00 GMT"),
+        );
+        headers.insert(header::IF_NONE_MATCH, h("\"other\""));
+        assert_eq!(
+            respond(&headers, &object, None).status(),
+            StatusCode::OK,
+            "If-None-Match wins"
+        );
+        headers.insert(header::IF_MODIFIED_SINCE, h("garbage"));
+        headers.remove(header::IF_NONE_MATCH);
+        assert_eq!(respond(&headers, &object, None).status(), StatusCode::OK);
     }
 
     #[test]
