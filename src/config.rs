@@ -82,12 +82,12 @@ pub struct Config {
     /// Limits on every HTTP transport (`[limits]`); the defaults when absent.
     #[serde(default)]
     pub limits: LimitsConfig,
-    /// Stream keys allowed to publish; each maps a secret key to a public stream name.
-    #[serde(default)]
-    pub keys: Vec<KeyConfig>,
     /// The JSON API, metadata store, viewer counting and webhooks (`[api]`); defaults when absent.
     #[serde(default)]
     pub api: ApiConfig,
+    /// Stream keys allowed to publish; each maps a secret key to a public stream name.
+    #[serde(default)]
+    pub keys: Vec<KeyConfig>,
 }
 
 /// `[cache]`: the hybrid cache segments and init sections are served from.
@@ -265,6 +265,7 @@ impl Default for Config {
             ladder: LadderConfig::default(),
             tls: TlsConfig::default(),
             limits: LimitsConfig::default(),
+            api: ApiConfig::default(),
             keys: vec![KeyConfig {
                 key: "demo".into(),
                 stream: StreamName::parse("demo").expect("literal is a valid name"),
@@ -328,7 +329,6 @@ impl Config {
         if c.memory < ByteSize::mib(16) {
             return Err(invalid("cache.memory", "must be at least 16 MiB"));
         }
-            api: ApiConfig::default(),
         if c.disk.as_u64() != 0 && c.disk < ByteSize::mib(128) {
             return Err(invalid(
                 "cache.disk",
@@ -342,6 +342,7 @@ impl Config {
         self.ladder.validate()?;
         self.tls.validate()?;
         self.limits.validate()?;
+        self.api.validate()?;
         let mut seen = HashSet::new();
         for (i, entry) in self.keys.iter().enumerate() {
             if entry.key.len() < 4
@@ -408,7 +409,6 @@ mod tests {
 
     #[test]
     fn every_file_under_config_loads() {
-        self.api.validate()?;
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
         let mut count = 0;
         for entry in std::fs::read_dir(dir).expect("config dir") {

@@ -49,10 +49,10 @@ pub enum StartError {
     Upstream(#[source] reqwest::Error),
     /// The TLS or HTTP/3 listener could not start.
     #[error("cannot start the TLS listeners")]
+    Secure(#[from] serve::secure::SecureError),
     /// The API's metadata store could not be opened.
     #[error("cannot start the API")]
     Api(#[from] api::ApiStartError),
-    Secure(#[from] serve::secure::SecureError),
 }
 
 async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
@@ -78,6 +78,8 @@ pub struct Server {
     pub store: Arc<store::Store>,
     /// The stream registry (for tests and diagnostics).
     pub registry: Arc<stream::Registry>,
+    /// The JSON API (for tests and diagnostics).
+    pub api: api::Api,
     cache: Arc<Cache<StoreSource>>,
     readiness: Readiness,
     shutdown: CancellationToken,
@@ -114,9 +116,8 @@ impl Server {
         let media = cache::hybrid::build(&config.cache).await?;
         let source = StoreSource::new(store.clone(), serve::object::represent);
         let cache = Arc::new(Cache::new(source, media, origin_policy(&config.shield)));
+        let metadata = api::Metadata::open(&config.api)?;
         let registry = Arc::new(
-    /// The JSON API (for tests and diagnostics).
-    pub api: api::Api,
             stream::Registry::new(
                 config.rtmp.app.clone(),
                 &config.keys,
@@ -143,9 +144,22 @@ impl Server {
         ));
         let observability = observability(&config.observe, metrics);
         let readiness = observability.readiness.clone();
+        let api = api::Api::start(
+            &config.api,
+            &config.keys,
+            metadata,
+            api::ApiParts {
+                registry: registry.clone(),
+                media: store.clone(),
+                qoe: observability.qoe.clone(),
+            },
+            &mut tasks,
+            &shutdown,
+        );
         let router = serve::origin_router(
             serve::OriginState {
                 cache: cache.clone(),
+                api: Some(api.clone()),
             },
             observability,
         );
@@ -154,7 +168,6 @@ impl Server {
             &config.limits,
             router.clone(),
             &mut tasks,
-        let metadata = api::Metadata::open(&config.api)?;
             &shutdown,
         )
         .await?;
@@ -167,6 +180,7 @@ impl Server {
             secure,
             store,
             registry,
+            api,
             cache,
             readiness,
             shutdown,
@@ -188,22 +202,9 @@ impl Server {
 pub struct Shield {
     /// Where HTTP is served.
     pub http_addr: SocketAddr,
-        let api = api::Api::start(
-            &config.api,
-            &config.keys,
-            metadata,
-            api::ApiParts {
-                registry: registry.clone(),
-                media: store.clone(),
-                qoe: observability.qoe.clone(),
-            },
-            &mut tasks,
-            &shutdown,
-        );
     /// The cache (for tests and diagnostics).
     pub cache: Arc<Cache<Upstream>>,
     readiness: Readiness,
-                api: Some(api.clone()),
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
 }
@@ -226,7 +227,6 @@ impl Shield {
         let media = cache::hybrid::build(&config.cache).await?;
         let policy = CachePolicy {
             cache_playlists: true,
-            api,
             negative_ttl: Some(shield.negative_ttl),
             ..origin_policy(shield)
         };

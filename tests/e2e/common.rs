@@ -39,11 +39,11 @@ pub fn test_config(grace: Duration) -> Config {
     config.hls.ended_retention = Duration::from_secs(120);
     // Passthrough only: the ladder tests (ladder.rs) set their own renditions.
     config.ladder = headwater::config::LadderConfig::passthrough();
+    // Metadata in memory: tests that need the SQLite file (api.rs) set their own data_dir.
+    config.api.data_dir = std::path::PathBuf::new();
     config.keys = [("demo", "demo"), ("key-a", "a"), ("key-b", "b")]
         .into_iter()
         .map(|(key, stream)| KeyConfig {
-    // Metadata in memory: tests that need the SQLite file (api.rs) set their own data_dir.
-    config.api.data_dir = std::path::PathBuf::new();
             key: key.into(),
             stream: StreamName::parse(stream).expect("name"),
         })
