@@ -37,4 +37,6 @@ echo "Headwater is live. Play it with any HLS player, e.g.:"
 echo "  ffplay http://127.0.0.1:8080/live/demo/index.m3u8"
 echo "Playback URL: http://127.0.0.1:8080/live/demo/index.m3u8"
 echo "(Ctrl-C to stop)"
+echo
+echo "Open in a browser: http://127.0.0.1:8080/"
 wait "${pids[0]}"

@@ -15,6 +15,7 @@ pub mod serve;
 pub mod store;
 pub mod stream;
 pub mod transcode;
+pub mod web;
 
 use cache::origin::StoreSource;
 use cache::upstream::{Upstream, UpstreamSettings};
@@ -162,7 +163,8 @@ impl Server {
                 api: Some(api.clone()),
             },
             observability,
-        );
+        )
+        .merge(web::router());
         let secure = serve::secure::start(
             &config.tls,
             &config.limits,

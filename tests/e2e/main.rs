@@ -12,4 +12,5 @@ mod ladder;
 mod observability;
 mod reconnect;
 mod shield;
+mod web;
 mod transports;
