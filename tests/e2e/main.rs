@@ -12,5 +12,6 @@ mod ladder;
 mod observability;
 mod reconnect;
 mod shield;
+mod shutdown;
 mod web;
 mod transports;
