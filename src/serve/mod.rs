@@ -1,5 +1,5 @@
-//! HTTP serving: the axum Router every transport shares, for both node roles, and the
-//! plain-TCP listener (HTTP/1.1 and h2c on one port).
+//! HTTP serving: the axum Router every transport shares, for both node roles; the listeners
+//! live in [`tcp`] (HTTP/1.1, h2c, TLS with h2) and [`h3`] (QUIC).
 //!
 //! An Origin serves playlists fresh from the live store and media through the cache (filled
 //! from the store); a Shield serves everything through the cache (filled from its upstream).
@@ -26,9 +26,7 @@ use axum::routing::get;
 use axum::Router;
 use error::ServeError;
 pub use observe::Observability;
-use std::future::Future;
 use std::sync::Arc;
-use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 /// What an Origin's handlers share.
@@ -186,16 +184,4 @@ pub fn shield_router(cache: Arc<Cache<Upstream>>, observability: Observability) 
             observability,
             observe::observe_requests,
         ))
-}
-
-/// Serves `router` on `listener` (HTTP/1.1 and h2c) until `shutdown` completes, then lets
-/// in-flight requests finish.
-pub async fn serve_tcp(
-    listener: TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
 }
