@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-ensure_packages ffmpeg:ffmpeg ffprobe:ffmpeg nginx:nginx-light promtool:prometheus
+ensure_packages ffmpeg:ffmpeg ffprobe:ffmpeg nginx:nginx-light promtool:prometheus \
+  srt-live-transmit:srt-tools
 # Headless Chromium + hls.js (npm, pinned by tests/browser/package-lock.json) for the HTTP/3
 # browser test (tests/e2e/browser.rs).
 ensure_packages chromium:chromium npm:npm

@@ -65,6 +65,9 @@ pub struct Config {
     pub http: HttpConfig,
     /// RTMP ingest (broadcasters).
     pub rtmp: RtmpConfig,
+    /// SRT ingest (`[srt]`); none when absent.
+    #[serde(default)]
+    pub srt: Option<SrtConfig>,
     /// HLS packaging and playlists.
     pub hls: HlsConfig,
     /// The media cache (memory + disk tiers).
@@ -182,6 +185,59 @@ pub struct RtmpConfig {
     pub max_connections: usize,
 }
 
+/// `[srt]`: the SRT ingest listener (MPEG-TS over SRT, caller-mode publishers).
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SrtConfig {
+    /// UDP address to listen on. Default `127.0.0.1:9000` in the demo, `0.0.0.0:9000` in production.
+    pub listen: SocketAddr,
+    /// Receiver latency: how long SRT may wait for lost packets to be retransmitted. 20ms to 10s.
+    /// Default `120ms`.
+    #[serde(with = "humantime_serde")]
+    pub latency: Duration,
+    /// AES passphrase publishers must use (10-79 characters); absent: unencrypted only. Default none.
+    #[serde(default)]
+    pub passphrase: Option<String>,
+    /// Maximum simultaneous SRT publishers; more are refused in the handshake. Default `64`.
+    pub max_connections: usize,
+    /// A publisher that sends nothing for this long is disconnected. At least 1s. Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+impl std::fmt::Debug for SrtConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SrtConfig")
+            .field("listen", &self.listen)
+            .field("latency", &self.latency)
+            .field("passphrase", &self.passphrase.as_ref().map(|_| "<secret>"))
+            .field("max_connections", &self.max_connections)
+            .field("idle_timeout", &self.idle_timeout)
+            .finish()
+    }
+}
+
+impl SrtConfig {
+    /// Checks the section; the error names the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.latency < Duration::from_millis(20) || self.latency > Duration::from_secs(10) {
+            return Err(invalid("srt.latency", "must be between 20ms and 10s"));
+        }
+        if let Some(passphrase) = &self.passphrase {
+            if !(10..=79).contains(&passphrase.len()) {
+                return Err(invalid("srt.passphrase", "must be 10-79 characters"));
+            }
+        }
+        if self.max_connections == 0 {
+            return Err(invalid("srt.max_connections", "must be at least 1"));
+        }
+        if self.idle_timeout < Duration::from_secs(1) {
+            return Err(invalid("srt.idle_timeout", "must be at least 1s"));
+        }
+        Ok(())
+    }
+}
+
 /// `[hls]`: segmenting, live window and stream lifetime.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -232,6 +288,13 @@ impl Default for Config {
                 idle_timeout: Duration::from_secs(10),
                 max_connections: 64,
             },
+            srt: Some(SrtConfig {
+                listen: SocketAddr::from(([127, 0, 0, 1], 9000)),
+                latency: Duration::from_millis(120),
+                passphrase: None,
+                max_connections: 64,
+                idle_timeout: Duration::from_secs(10),
+            }),
             hls: HlsConfig {
                 segment_target: Duration::from_secs(6),
                 live_window: 6,
@@ -305,6 +368,9 @@ impl Config {
         }
         if r.max_connections == 0 {
             return Err(invalid("rtmp.max_connections", "must be at least 1"));
+        }
+        if let Some(srt) = &self.srt {
+            srt.validate()?;
         }
         let h = &self.hls;
         if h.segment_target < Duration::from_secs(1) || h.segment_target > Duration::from_secs(30) {
@@ -471,6 +537,21 @@ mod tests {
                 "retries = 2",
                 "retries = 9",
                 "shield.retries: must be at most 5",
+            ),
+            (
+                "latency = \"120ms\"",
+                "latency = \"5ms\"",
+                "srt.latency: must be between 20ms and 10s",
+            ),
+            (
+                "# passphrase = \"at least ten characters\"",
+                "passphrase = \"short\"",
+                "srt.passphrase: must be 10-79 characters",
+            ),
+            (
+                "idle_timeout = \"10s\"\n# Maximum simultaneous SRT",
+                "idle_timeout = \"0s\"\n# Maximum simultaneous SRT",
+                "srt.idle_timeout: must be at least 1s",
             ),
             (
                 "key = \"demo\"",

@@ -22,6 +22,7 @@ use cache::upstream::{Upstream, UpstreamSettings};
 use cache::{Cache, CachePolicy};
 use config::{Config, ObserveConfig, ShieldConfig};
 use headwater_ingest::rtmp::{self, RtmpSettings};
+use headwater_ingest::srt::{self, SrtSettings};
 use observe::{qoe::Qoe, Metrics, Readiness};
 use serve::Observability;
 use std::net::SocketAddr;
@@ -51,9 +52,39 @@ pub enum StartError {
     /// The TLS or HTTP/3 listener could not start.
     #[error("cannot start the TLS listeners")]
     Secure(#[from] serve::secure::SecureError),
+    /// The SRT listener could not start.
+    #[error("cannot start the SRT listener")]
+    Srt(#[source] srt::SrtListenError),
     /// The API's metadata store could not be opened.
     #[error("cannot start the API")]
     Api(#[from] api::ApiStartError),
+}
+
+/// Binds `[srt] listen` and spawns the SRT listener; publishers go through the same hook as RTMP.
+async fn start_srt(
+    config: &config::SrtConfig,
+    app: &str,
+    hook: Arc<dyn rtmp::Publish>,
+    tasks: &mut JoinSet<()>,
+    shutdown: &CancellationToken,
+) -> Result<SocketAddr, StartError> {
+    let addr = config.listen;
+    let bind_error = |source| StartError::Bind { addr, source };
+    let socket = srt::bind(addr).await.map_err(bind_error)?;
+    let bound = socket.local_addr().map_err(bind_error)?;
+    let settings = SrtSettings {
+        app: app.to_string(),
+        latency: config.latency,
+        passphrase: config.passphrase.clone(),
+        max_connections: config.max_connections,
+        idle_timeout: config.idle_timeout,
+    };
+    let listener = srt::serve(socket, settings, hook, shutdown.clone().cancelled_owned())
+        .await
+        .map_err(StartError::Srt)?;
+    tasks.spawn(listener);
+    tracing::info!(srt_addr = %bound, "srt ingest listening");
+    Ok(bound)
 }
 
 async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
@@ -73,6 +104,8 @@ pub struct Server {
     pub http_addr: SocketAddr,
     /// Where RTMP is accepted.
     pub rtmp_addr: SocketAddr,
+    /// Where SRT is accepted (UDP), when `[srt]` is configured.
+    pub srt_addr: Option<SocketAddr>,
     /// HTTPS and HTTP/3, when `[tls]` is on.
     pub secure: Option<serve::secure::SecureEndpoints>,
     /// The live store (for tests and diagnostics).
@@ -143,6 +176,13 @@ impl Server {
             hook,
             shutdown.clone().cancelled_owned(),
         ));
+        let srt_addr = match &config.srt {
+            Some(srt) => {
+                let hook: Arc<dyn rtmp::Publish> = registry.clone();
+                Some(start_srt(srt, &config.rtmp.app, hook, &mut tasks, &shutdown).await?)
+            }
+            None => None,
+        };
         let observability = observability(&config.observe, metrics);
         let readiness = observability.readiness.clone();
         let api = api::Api::start(
@@ -179,6 +219,7 @@ impl Server {
         Ok(Self {
             http_addr,
             rtmp_addr,
+            srt_addr,
             secure,
             store,
             registry,

@@ -6,6 +6,7 @@
 pub mod flv;
 pub mod frame;
 pub mod rtmp;
+pub mod srt;
 pub mod ts;
 
 pub use frame::{AacConfig, AvcConfig, IngestEvent, MediaFrame, MediaTime, Track};

@@ -34,6 +34,9 @@ pub fn test_config(grace: Duration) -> Config {
     config.rtmp.listen = "127.0.0.1:0".parse().expect("addr");
     config.rtmp.handshake_timeout = Duration::from_secs(2);
     config.rtmp.idle_timeout = Duration::from_secs(2);
+    if let Some(srt) = config.srt.as_mut() {
+        srt.listen = "127.0.0.1:0".parse().expect("addr");
+    }
     config.hls.segment_target = TARGET;
     config.hls.reconnect_grace = grace;
     config.hls.ended_retention = Duration::from_secs(120);
@@ -119,6 +122,27 @@ impl Publisher {
                 "800k",
             ])
             .args(["-c:a", "aac", "-b:a", "96k", "-f", "flv", &url])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ffmpeg");
+        Publisher(child)
+    }
+
+    /// Pushes `seconds` of the same test source as [`Publisher::start`] as MPEG-TS over SRT
+    /// (caller mode) to `srt` with `stream_id` (e.g. `key-a` or `#!::r=live/key-a,m=publish`).
+    /// `extra` are SRT URL options such as `passphrase=...`.
+    pub fn srt(srt: std::net::SocketAddr, stream_id: &str, seconds: u32, extra: &str) -> Self {
+        let url = format!("srt://{srt}?streamid={stream_id}&latency=120000{extra}");
+        let child = Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+            .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+            .args(["-t", &seconds.to_string()])
+            .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency"])
+            .args(["-pix_fmt", "yuv420p", "-g", "60", "-keyint_min", "60"])
+            .args(["-sc_threshold", "0", "-b:v", "800k"])
+            .args(["-c:a", "aac", "-b:a", "96k", "-f", "mpegts", &url])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -14,4 +14,5 @@ mod reconnect;
 mod shield;
 mod shutdown;
 mod web;
+mod srt;
 mod transports;

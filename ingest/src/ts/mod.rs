@@ -33,6 +33,9 @@ const MAX_PES: usize = 8 << 20;
 const MAX_SECTION: usize = 4096;
 /// Unparsed ADTS bytes kept between PES packets.
 const MAX_AUDIO_PENDING: usize = 64 << 10;
+/// Longest span of video held back at the start while waiting for the audio configuration
+/// (2 s at 90 kHz); past it video goes out alone.
+const MAX_HOLD_TICKS: i64 = 2 * 90_000;
 /// Errors kept for [`Demuxer::take_errors`]; more are only counted.
 const MAX_KEPT_ERRORS: usize = 32;
 
@@ -108,6 +111,10 @@ pub struct DemuxStats {
     pub audio_frames: u64,
     /// Video access units dropped because no SPS/PPS had been seen yet.
     pub video_before_config: u64,
+    /// The video access unit in progress when the stream ended (dropped: it may be truncated).
+    pub video_dropped_at_end: u64,
+    /// Audio access units dropped because they came before the first video configuration.
+    pub audio_before_video: u64,
     /// `stream_type`s listed in the PMT that are not demuxed (e.g. 0x24 HEVC, 0x03 MP3).
     pub ignored_stream_types: Vec<u8>,
 }
@@ -154,6 +161,14 @@ pub struct Demuxer {
     audio_clock: AudioClock,
     video_record: Option<Bytes>,
     audio_asc: Option<Bytes>,
+    /// The audio configuration seen before the first video configuration: sent right after
+    /// it, before the first video frame, so the first init section has both tracks.
+    audio_waiting: Option<crate::AacConfig>,
+    /// Video events held at the start until the audio configuration is known, so that the
+    /// packager's first init section has both tracks (muxers such as ffmpeg's put the first
+    /// audio PES after several video frames).
+    held: Vec<IngestEvent>,
+    hold_expired: bool,
     stats: DemuxStats,
     errors: Vec<TsError>,
 }
@@ -236,9 +251,17 @@ impl Demuxer {
         events
     }
 
-    /// Ends the stream: emits the PES packets still in progress.
+    /// Ends the stream: emits what is held and the bounded PES packets still in progress. An
+    /// unbounded (video) PES in progress is dropped: it has no length to check, and a publisher
+    /// that stops mid-PES (srt-live-transmit drops its last partial read) would hand players a
+    /// truncated picture.
     pub fn flush(&mut self) -> Vec<IngestEvent> {
         let mut events = Vec::new();
+        if let Some(video) = self.video.as_mut() {
+            if !std::mem::take(&mut video.pes).is_empty() {
+                self.stats.video_dropped_at_end += 1;
+            }
+        }
         for track in [Track::Video, Track::Audio] {
             let slot = match track {
                 Track::Video => &mut self.video,
@@ -253,6 +276,7 @@ impl Demuxer {
                 }
             }
         }
+        events.append(&mut self.held);
         events
     }
 
@@ -497,7 +521,10 @@ impl Demuxer {
                 Ok(config) => {
                     if self.video_record.as_ref() != Some(&config.record) {
                         self.video_record = Some(config.record.clone());
-                        events.push(IngestEvent::VideoConfig(config));
+                        self.emit_video(IngestEvent::VideoConfig(config), events);
+                        if let Some(audio) = self.audio_waiting.take() {
+                            self.emit_audio_config(audio, events);
+                        }
                     }
                 }
                 Err(error) => self.error(TsError::ParameterSets(error)),
@@ -513,13 +540,48 @@ impl Demuxer {
         let dts = self.clock.unwrap(raw_dts);
         let cts = clock::composition_offset(pts, raw_dts);
         self.stats.video_frames += 1;
-        events.push(IngestEvent::Frame(MediaFrame {
+        let frame = IngestEvent::Frame(MediaFrame {
             track: Track::Video,
             dts: MediaTime::new(dts, TIMESCALE),
             cts: i32::try_from(cts).unwrap_or(0),
             keyframe: unit.keyframe,
             data: unit.avcc,
-        }));
+        });
+        self.emit_video(frame, events);
+    }
+
+    /// Sends a video event, or holds it while the start waits for the audio configuration.
+    fn emit_video(&mut self, event: IngestEvent, events: &mut Vec<IngestEvent>) {
+        let waiting = !self.hold_expired && self.audio.is_some() && self.audio_asc.is_none();
+        if !waiting {
+            events.push(event);
+            return;
+        }
+        self.held.push(event);
+        let dts = |e: &IngestEvent| match e {
+            IngestEvent::Frame(f) => Some(f.dts.ticks),
+            _ => None,
+        };
+        let first = self.held.iter().find_map(dts);
+        let last = self.held.iter().rev().find_map(dts);
+        if let (Some(first), Some(last)) = (first, last) {
+            if last - first > MAX_HOLD_TICKS {
+                self.hold_expired = true;
+                events.append(&mut self.held);
+            }
+        }
+    }
+
+    /// Sends a new audio configuration; at the start it goes after the held video
+    /// configuration and before the held video frames (the order RTMP publishers use).
+    fn emit_audio_config(&mut self, config: crate::AacConfig, events: &mut Vec<IngestEvent>) {
+        self.audio_asc = Some(config.asc.clone());
+        let (configs, frames): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|e| matches!(e, IngestEvent::VideoConfig(_)));
+        events.extend(configs);
+        events.push(IngestEvent::AudioConfig(config));
+        events.extend(frames);
     }
 
     fn audio_frames(&mut self, header: pes::PesHeader, data: &[u8], events: &mut Vec<IngestEvent>) {
@@ -555,10 +617,20 @@ impl Demuxer {
                     let Some(raw) = rest.get(frame.header_len..frame.frame_len) else {
                         break;
                     };
+                    let raw = Bytes::copy_from_slice(raw);
+                    offset += frame.frame_len;
+                    if self.video.is_some() && self.video_record.is_none() {
+                        // Configs go out video first, as RTMP publishers send them (the stream
+                        // task plans its renditions on the first video config); audio before
+                        // the first video config precedes the first keyframe and is not
+                        // packaged anyway.
+                        self.stats.audio_before_video += 1;
+                        self.audio_waiting = Some(frame.config());
+                        continue;
+                    }
                     let config = frame.config();
                     if self.audio_asc.as_ref() != Some(&config.asc) {
-                        self.audio_asc = Some(config.asc.clone());
-                        events.push(IngestEvent::AudioConfig(config));
+                        self.emit_audio_config(config, events);
                     }
                     let anchor = self.audio_clock.anchor.unwrap_or(0);
                     let elapsed = i128::from(self.audio_clock.samples) * i128::from(TIMESCALE)
@@ -571,9 +643,8 @@ impl Demuxer {
                         dts: MediaTime::new(dts, TIMESCALE),
                         cts: 0,
                         keyframe: true,
-                        data: Bytes::copy_from_slice(raw),
+                        data: raw,
                     }));
-                    offset += frame.frame_len;
                 }
             }
         }
