@@ -10,4 +10,4 @@ pub mod segmenter;
 
 pub use cutter::Cutter;
 pub use playlist::{BitrateStats, MediaPlaylist, VariantInfo};
-pub use segmenter::{InitSection, Segment, SegmentError, Segmenter};
+pub use segmenter::{InitSection, Segment, SegmentError};

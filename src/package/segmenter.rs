@@ -1,4 +1,4 @@
-//! Segments and init sections, and the single-rendition [`Segmenter`].
+//! Segments and init sections (and, for the unit tests, a single-rendition `Segmenter`).
 //!
 //! A segment closes at the first video keyframe at or after the target duration (or earlier, when
 //! the codec configuration changes). Audio frames are assigned by decode time, so a segment's
@@ -7,10 +7,15 @@
 //! The decision is the stream's [`Cadence`]; the cutting is a [`Cutter`] per rendition.
 //! Pure state machine: no I/O, no clocks except the wall time passed in.
 
+#[cfg(test)]
 use super::cutter::Cutter;
-use crate::transcode::gop::{Cadence, Cue, CutMode, KeyframeIntervalTooLong};
+use crate::transcode::gop::KeyframeIntervalTooLong;
+#[cfg(test)]
+use crate::transcode::gop::{Cadence, Cue, CutMode};
 use bytes::Bytes;
-use headwater_ingest::{AacConfig, AvcConfig, IngestEvent, MediaTime};
+#[cfg(test)]
+use headwater_ingest::IngestEvent;
+use headwater_ingest::{AacConfig, AvcConfig, MediaTime};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -87,7 +92,8 @@ impl From<KeyframeIntervalTooLong> for SegmentError {
 
 /// One rendition cut on its own keyframes: a [`Cadence`] in keyframe mode deciding for one
 /// [`Cutter`]. The stream task uses the two separately (one cadence, a cutter per rendition);
-/// this is the single-rendition form.
+/// this single-rendition form drives them together in the unit tests below.
+#[cfg(test)]
 #[derive(Debug)]
 pub struct Segmenter {
     cadence: Cadence,
@@ -95,6 +101,7 @@ pub struct Segmenter {
     dropped_frames: u64,
 }
 
+#[cfg(test)]
 impl Segmenter {
     /// A segmenter cutting at the first keyframe at or after `target` (whole milliseconds).
     pub fn new(target: Duration) -> Self {
