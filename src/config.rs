@@ -5,12 +5,14 @@
 //! own section, never the root. Errors name the offending field path.
 
 mod api;
+mod chat;
 mod ladder;
 mod listen;
 
 use crate::names::StreamName;
-use bytesize::ByteSize;
 pub use api::{ApiConfig, WebhooksConfig};
+use bytesize::ByteSize;
+pub use chat::ChatConfig;
 pub use ladder::{
     LadderConfig, LadderOverride, RenditionConfig, StreamLadder, H264_PROFILES, SOURCE_RENDITION,
     X264_PRESETS,
@@ -88,6 +90,9 @@ pub struct Config {
     /// The JSON API, metadata store, viewer counting and webhooks (`[api]`); defaults when absent.
     #[serde(default)]
     pub api: ApiConfig,
+    /// Live chat over WebSocket beside each stream (`[chat]`); defaults when absent.
+    #[serde(default)]
+    pub chat: ChatConfig,
     /// Stream keys allowed to publish; each maps a secret key to a public stream name.
     #[serde(default)]
     pub keys: Vec<KeyConfig>,
@@ -329,6 +334,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             limits: LimitsConfig::default(),
             api: ApiConfig::default(),
+            chat: ChatConfig::default(),
             keys: vec![KeyConfig {
                 key: "demo".into(),
                 stream: StreamName::parse("demo").expect("literal is a valid name"),
@@ -409,6 +415,7 @@ impl Config {
         self.tls.validate()?;
         self.limits.validate()?;
         self.api.validate()?;
+        self.chat.validate()?;
         let mut seen = HashSet::new();
         for (i, entry) in self.keys.iter().enumerate() {
             if entry.key.len() < 4
@@ -493,6 +500,21 @@ mod tests {
     #[test]
     fn bad_values_name_their_field() {
         let cases: &[(&str, &str, &str)] = &[
+            (
+                "max_message_chars = 500",
+                "max_message_chars = 0",
+                "chat.max_message_chars: must be between 1 and 5000",
+            ),
+            (
+                "broadcast_capacity = 256",
+                "broadcast_capacity = 1",
+                "chat.broadcast_capacity: must be between 16 and 65536",
+            ),
+            (
+                "ping_interval = \"15s\"",
+                "ping_interval = \"10ms\"",
+                "chat.ping_interval: must be at least 1s",
+            ),
             (
                 "segment_target = \"6s\"",
                 "segment_target = \"0s\"",

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod cache;
+pub mod chat;
 pub mod config;
 pub mod names;
 pub mod observe;
@@ -114,6 +115,8 @@ pub struct Server {
     pub registry: Arc<stream::Registry>,
     /// The JSON API (for tests and diagnostics).
     pub api: api::Api,
+    /// The live chat, when `[chat] enabled` (for tests and diagnostics).
+    pub chat: Option<chat::Chat>,
     cache: Arc<Cache<StoreSource>>,
     readiness: Readiness,
     shutdown: CancellationToken,
@@ -197,10 +200,20 @@ impl Server {
             &mut tasks,
             &shutdown,
         );
+        let chat = config.chat.enabled.then(|| {
+            chat::Chat::start(
+                &config.chat,
+                api.clone(),
+                store.clone(),
+                &mut tasks,
+                &shutdown,
+            )
+        });
         let router = serve::origin_router(
             serve::OriginState {
                 cache: cache.clone(),
                 api: Some(api.clone()),
+                chat: chat.clone(),
             },
             observability,
         )
@@ -224,6 +237,7 @@ impl Server {
             store,
             registry,
             api,
+            chat,
             cache,
             readiness,
             shutdown,

@@ -202,6 +202,11 @@ impl Api {
             .with_state(self.clone())
     }
 
+    /// The metadata store, for chat history (called on the blocking pool, never awaited by media).
+    pub(crate) fn meta_store(&self) -> Arc<dyn MetaStore> {
+        self.inner.store.clone()
+    }
+
     /// Statements the metadata store has executed (benchmarks: the cache's effect).
     pub fn store_queries(&self) -> u64 {
         self.inner.store.queries()

@@ -36,6 +36,8 @@ pub struct OriginState {
     pub cache: Arc<Cache<StoreSource>>,
     /// The JSON API under `/api/v1` (and viewer counting on media routes), when mounted.
     pub api: Option<crate::api::Api>,
+    /// Live chat under `/api/v1/streams/{name}/chat`, when mounted.
+    pub chat: Option<crate::chat::Chat>,
 }
 
 const PLAYLIST_FILE: &str = "index.m3u8";
@@ -150,6 +152,7 @@ fn operations(observability: Observability) -> Router {
 /// An Origin's application: HLS routes and operations. One Router for every transport.
 pub fn origin_router(state: OriginState, observability: Observability) -> Router {
     let api = state.api.clone();
+    let chat = state.chat.as_ref().map(crate::chat::Chat::router);
     let mut media = Router::new()
         .route("/live/{stream}/{file}", get(multivariant))
         .route("/live/{stream}/{rendition}/{file}", get(rendition_file))
@@ -165,6 +168,7 @@ pub fn origin_router(state: OriginState, observability: Observability) -> Router
     operations(observability.clone())
         .merge(media)
         .merge(api)
+        .merge(chat.unwrap_or_default())
         .fallback(|| async { ServeError::NotFound })
         .layer(axum::middleware::from_fn_with_state(
             observability,

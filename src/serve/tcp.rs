@@ -155,10 +155,11 @@ async fn drive<I>(
             .insert(axum::extract::ConnectInfo(peer));
         request
     };
-    let hyper_service = TowerToHyperService::new(
-        tower::ServiceExt::map_request(service.router.clone(), with_peer),
-    );
-    let connection = builder.serve_connection(TokioIo::new(io), hyper_service);
+    let hyper_service = TowerToHyperService::new(tower::ServiceExt::map_request(
+        service.router.clone(),
+        with_peer,
+    ));
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), hyper_service);
     tokio::pin!(connection);
     let mut draining = false;
     loop {

@@ -8,9 +8,10 @@
 
 use crate::names::{RenditionName, StreamName};
 use bytes::Bytes;
+use headwater_ingest::frame::MediaTime;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 /// What an object is, which decides how long others may cache it.
@@ -76,12 +77,37 @@ pub struct StreamEntry {
     instance: String,
     retain_segments: usize,
     objects: RwLock<StreamObjects>,
+    /// PROGRAM-DATE-TIME and media start of the latest segment (the playlists' clock).
+    clock: Mutex<Option<(SystemTime, MediaTime)>>,
 }
 
 impl StreamEntry {
     /// The instance id that prefixes this instance's segment and init file names.
     pub fn instance(&self) -> &str {
         &self.instance
+    }
+
+    /// Records the playlists' clock: a segment starting at media time `start` (on the
+    /// instance's output timeline, 0 at its first keyframe) has this PROGRAM-DATE-TIME.
+    pub fn anchor_clock(&self, program_date_time: SystemTime, start: MediaTime) {
+        *self
+            .clock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((program_date_time, start));
+    }
+
+    /// Media time since the instance started at wall-clock time `at`, on the clock of the
+    /// playlists' PROGRAM-DATE-TIME; None before the first segment.
+    pub fn stream_time(&self, at: SystemTime) -> Option<Duration> {
+        let (wall, start) = (*self
+            .clock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))?;
+        let start = Duration::from_millis(u64::try_from(start.rescale(1000).ticks).unwrap_or(0));
+        Some(match at.duration_since(wall) {
+            Ok(since) => start + since,
+            Err(before) => start.saturating_sub(before.duration()),
+        })
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, StreamObjects> {
@@ -185,6 +211,7 @@ impl Store {
             instance,
             retain_segments,
             objects: RwLock::default(),
+            clock: Mutex::default(),
         });
         self.streams
             .write()

@@ -170,6 +170,8 @@ impl Renditions {
         let file = segment_file(&instance, segment.sequence);
         let data = Object::new(ObjectKind::Segment, segment.data.clone(), target);
         self.entry.publish_segment(&r.name, file, data, rendered);
+        self.entry
+            .anchor_clock(segment.program_date_time, segment.start);
         if let Some(arrived) = closed_by {
             let latency = arrived.elapsed().as_secs_f64();
             match r.kind {

@@ -4,6 +4,7 @@ mod api;
 mod bad_input;
 mod browser;
 mod cdn;
+mod chat;
 mod clients;
 mod common;
 mod gstreamer;

@@ -159,6 +159,23 @@ pub enum Revoked {
     Unknown,
 }
 
+/// One chat message as stored. Times are Unix milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatRecord {
+    /// Unique id, increasing in the order messages were accepted (a history cursor).
+    pub id: i64,
+    /// The stream whose room it was posted in.
+    pub stream: StreamName,
+    /// The poster's display name.
+    pub name: String,
+    /// The text.
+    pub text: String,
+    /// When it was accepted, Unix milliseconds.
+    pub sent_at: i64,
+    /// The stream's media time then, milliseconds (None: the stream was not live).
+    pub stream_time_ms: Option<i64>,
+}
+
 /// Stream metadata and keys, durable across restarts.
 pub trait MetaStore: Send + Sync + std::fmt::Debug + 'static {
     /// Streams for a listing page, newest first.
@@ -190,4 +207,26 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug + 'static {
     fn revoke_key(&self, id: &str, at: i64) -> Result<Revoked, StoreError>;
     /// Statements executed so far (for the cache's effect in metrics and benchmarks).
     fn queries(&self) -> u64;
+    /// Stores chat messages (one transaction).
+    fn insert_chat_messages(&self, messages: &[ChatRecord]) -> Result<(), StoreError>;
+    /// A stream's chat messages with an id below `before` (all when None), newest first.
+    fn chat_messages(
+        &self,
+        stream: &StreamName,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<ChatRecord>, StoreError>;
+    /// Deletes a chat message; false when the stream has no message with this id.
+    fn delete_chat_message(&self, stream: &StreamName, id: i64) -> Result<bool, StoreError>;
+    /// Bans (`banned`) or unbans a display name (compared in lowercase) in a stream's chat;
+    /// true when that changed something.
+    fn set_chat_ban(
+        &self,
+        stream: &StreamName,
+        name: &str,
+        banned: bool,
+        at: i64,
+    ) -> Result<bool, StoreError>;
+    /// Display names banned in a stream's chat (lowercase).
+    fn chat_bans(&self, stream: &StreamName) -> Result<Vec<String>, StoreError>;
 }

@@ -5,8 +5,8 @@
 //! reads are mostly answered by the API's cache, so there is nothing for a pool to do.
 
 use super::{
-    KeyRecord, MetaStore, RecordedStatus, Revoked, SessionRecord, StoreError, StreamPatch,
-    StreamQuery, StreamRecord,
+    ChatRecord, KeyRecord, MetaStore, RecordedStatus, Revoked, SessionRecord, StoreError,
+    StreamPatch, StreamQuery, StreamRecord,
 };
 use crate::names::StreamName;
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -56,6 +56,23 @@ const MIGRATIONS: &[&str] = &[
         revoked_at BIGINT
     );
     CREATE INDEX keys_by_stream ON stream_keys (stream);",
+    // 2: chat messages and bans (no foreign key: a room exists for any valid stream name).
+    "CREATE TABLE chat_messages (
+        id BIGINT PRIMARY KEY,
+        stream TEXT NOT NULL,
+        name TEXT NOT NULL,
+        text TEXT NOT NULL,
+        sent_at BIGINT NOT NULL,
+        stream_time_ms BIGINT
+    );
+    CREATE INDEX chat_messages_by_stream_id ON chat_messages (stream, id);
+    CREATE INDEX chat_messages_by_stream_time ON chat_messages (stream, sent_at);
+    CREATE TABLE chat_bans (
+        stream TEXT NOT NULL,
+        name TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (stream, name)
+    );",
 ];
 
 /// Tags are stored joined by this (tags themselves are validated to exclude it).
@@ -452,6 +469,104 @@ impl MetaStore for SqliteStore {
 
     fn queries(&self) -> u64 {
         self.queries.load(Ordering::Relaxed)
+    }
+
+    fn insert_chat_messages(&self, messages: &[ChatRecord]) -> Result<(), StoreError> {
+        let mut connection = self.lock();
+        let tx = connection.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO chat_messages (id, stream, name, text, sent_at, stream_time_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for m in messages {
+                insert.execute(params![
+                    m.id,
+                    m.stream.as_str(),
+                    m.name,
+                    m.text,
+                    m.sent_at,
+                    m.stream_time_ms
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn chat_messages(
+        &self,
+        stream: &StreamName,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<ChatRecord>, StoreError> {
+        let connection = self.lock();
+        let mut select = connection.prepare_cached(
+            "SELECT id, name, text, sent_at, stream_time_ms FROM chat_messages
+             WHERE stream = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
+        )?;
+        let rows = select.query_map(
+            params![stream.as_str(), before.unwrap_or(i64::MAX), limit],
+            |row| {
+                Ok(ChatRecord {
+                    id: row.get(0)?,
+                    stream: stream.clone(),
+                    name: row.get(1)?,
+                    text: row.get(2)?,
+                    sent_at: row.get(3)?,
+                    stream_time_ms: row.get(4)?,
+                })
+            },
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn delete_chat_message(&self, stream: &StreamName, id: i64) -> Result<bool, StoreError> {
+        let deleted = self.lock().execute(
+            "DELETE FROM chat_messages WHERE stream = ?1 AND id = ?2",
+            params![stream.as_str(), id],
+        )?;
+        Ok(deleted > 0)
+    }
+
+    fn set_chat_ban(
+        &self,
+        stream: &StreamName,
+        name: &str,
+        banned: bool,
+        at: i64,
+    ) -> Result<bool, StoreError> {
+        let mut connection = self.lock();
+        let tx = connection.transaction()?;
+        let exists = tx
+            .query_row(
+                "SELECT 1 FROM chat_bans WHERE stream = ?1 AND name = ?2",
+                params![stream.as_str(), name],
+                |row| row.get::<_, i64>(0),
+            )
+            .optional()?
+            .is_some();
+        let changed = match (exists, banned) {
+            (false, true) => tx.execute(
+                "INSERT INTO chat_bans (stream, name, created_at) VALUES (?1, ?2, ?3)",
+                params![stream.as_str(), name, at],
+            )?,
+            (true, false) => tx.execute(
+                "DELETE FROM chat_bans WHERE stream = ?1 AND name = ?2",
+                params![stream.as_str(), name],
+            )?,
+            _ => 0,
+        };
+        tx.commit()?;
+        Ok(changed > 0)
+    }
+
+    fn chat_bans(&self, stream: &StreamName) -> Result<Vec<String>, StoreError> {
+        let connection = self.lock();
+        let mut select =
+            connection.prepare_cached("SELECT name FROM chat_bans WHERE stream = ?1")?;
+        let rows = select.query_map([stream.as_str()], |row| row.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 }
 
