@@ -391,6 +391,7 @@ impl<T: DeserializeOwned> FromRequest<Api> for ApiJson<T> {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit as u64) {
+            drain(request.into_body()).await;
             return Err(ApiError::PayloadTooLarge(limit as u64));
         }
         if !json {
@@ -398,9 +399,18 @@ impl<T: DeserializeOwned> FromRequest<Api> for ApiJson<T> {
                 "expected a body with Content-Type: application/json".into(),
             ));
         }
-        let body = axum::body::to_bytes(request.into_body(), limit)
-            .await
-            .map_err(|_| ApiError::PayloadTooLarge(limit as u64))?;
+        let mut body = request.into_body().into_data_stream();
+        let mut collected = Vec::new();
+        while let Some(chunk) = futures_util::StreamExt::next(&mut body).await {
+            let chunk =
+                chunk.map_err(|_| ApiError::BadRequest("request body interrupted".into()))?;
+            if collected.len() + chunk.len() > limit {
+                drain(axum::body::Body::from_stream(body)).await;
+                return Err(ApiError::PayloadTooLarge(limit as u64));
+            }
+            collected.extend_from_slice(&chunk);
+        }
+        let body = collected;
         let value = serde_json::from_slice(&body).map_err(|e| {
             let what = match e.classify() {
                 serde_json::error::Category::Data => "invalid body",
@@ -410,6 +420,12 @@ impl<T: DeserializeOwned> FromRequest<Api> for ApiJson<T> {
         })?;
         Ok(Self(value))
     }
+}
+
+/// Reads and discards what is left of a refused body (up to 1 MiB), so the 413 reaches the
+/// client and the connection stays usable; a client still sending past that is cut off.
+async fn drain(body: axum::body::Body) {
+    let _ = axum::body::to_bytes(body, 1024 * 1024).await;
 }
 
 /// A `200 OK` JSON response that players may not cache (live data).
