@@ -58,6 +58,9 @@ pub(super) struct StreamTask {
     /// Set once the ladder is resolved against the first sequence header.
     planned: bool,
     video_config: Option<AvcConfig>,
+    /// The latest audio configuration: renditions planned later (at the first video
+    /// configuration) still need it when a publisher sends audio's first.
+    audio_config: Option<IngestEvent>,
     session: Option<Session>,
     last_keyframe_arrival: Option<Instant>,
     ingest_stats: super::ingest_stats::IngestStats,
@@ -136,6 +139,7 @@ impl StreamTask {
             source,
             planned: false,
             video_config: None,
+            audio_config: None,
             session: None,
             last_keyframe_arrival: None,
         }
@@ -313,6 +317,9 @@ impl StreamTask {
 
     fn on_config(&mut self, config: IngestEvent) {
         self.cadence.config(&config);
+        if matches!(config, IngestEvent::AudioConfig(_)) {
+            self.audio_config = Some(config.clone());
+        }
         if let IngestEvent::VideoConfig(video) = &config {
             if !self.planned {
                 self.plan(video);
@@ -350,8 +357,12 @@ impl StreamTask {
         for rung in rungs {
             info!(stream = %self.stream, rendition = %rung.name(), width = rung.width,
                 height = rung.height, fps = rung.fps, "transcoded rendition");
-            self.renditions
+            let index = self
+                .renditions
                 .add(rung.name().clone(), Kind::Transcoded(Box::new(rung)));
+            if let Some(audio) = &self.audio_config {
+                self.renditions.list[index].cutter.config(audio.clone());
+            }
         }
         if self.renditions.list.is_empty() {
             warn!(stream = %self.stream, "every transcoded rendition is taller than the source and there is no source rendition: nothing to publish");

@@ -628,3 +628,69 @@ async fn a_stream_that_cannot_keep_up_sheds_its_most_expensive_rendition() {
     assert!(status.success(), "publisher failed");
     server.shutdown().await;
 }
+
+/// A publisher whose audio sequence header comes before the video one (FLV streams in the order
+/// audio, video): the transcoded renditions, planned at the first video header, still carry audio.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_first_publishers_keep_audio_in_every_rendition() {
+    require_tools();
+    let _logs = Logs::capture();
+    let config = ladder_config(true, vec![rendition("180p", 180, 300, "ultrafast")]);
+    let server = Server::start(config, None).await.expect("start");
+    let base = format!("http://{}/live/demo", server.http_addr);
+    let http = client();
+    let args = [
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=48000",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=640x360:rate=30",
+        "-t",
+        "5",
+        "-map",
+        "0:a",
+        "-map",
+        "1:v",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "96k",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv420p",
+        "-g",
+        "60",
+        "-sc_threshold",
+        "0",
+    ];
+    let (status, _) = publish(server.rtmp_addr, "demo", &args).wait(Duration::from_secs(30));
+    assert!(status.success(), "ffmpeg failed");
+    for rendition in ["source", "180p"] {
+        let playlist = ended_playlist(&http, &base, rendition, Duration::from_secs(20)).await;
+        let init = &playlist.segments[0].map.as_ref().expect("map").uri;
+        let (_, init) = get(&http, &format!("{base}/{rendition}/{init}")).await;
+        let (_, segment) = get(
+            &http,
+            &format!("{base}/{rendition}/{}", playlist.segments[0].uri),
+        )
+        .await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("first.mp4");
+        std::fs::write(&file, [&init[..], &segment[..]].concat()).expect("write");
+        let streams = ffprobe(
+            &file,
+            &["-show_entries", "stream=codec_name", "-of", "csv=p=0"],
+        );
+        assert!(
+            streams.lines().any(|l| l.trim() == "aac"),
+            "{rendition} lost its audio: {streams}"
+        );
+    }
+    server.shutdown().await;
+}
