@@ -139,7 +139,14 @@ impl Publisher {
             .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
             .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
             .args(["-t", &seconds.to_string()])
-            .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency"])
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-tune",
+                "zerolatency",
+            ])
             .args(["-pix_fmt", "yuv420p", "-g", "60", "-keyint_min", "60"])
             .args(["-sc_threshold", "0", "-b:v", "800k"])
             .args(["-c:a", "aac", "-b:a", "96k", "-f", "mpegts", &url])
@@ -349,5 +356,124 @@ impl Deadline {
             self.what
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// What [`check_segments`] measured.
+pub struct CheckedSegments {
+    /// Highest segment bitrate (bytes x 8 / EXTINF), bits per second.
+    pub peak_bps: f64,
+    /// Init + first segment, for further probing.
+    pub first_file: std::path::PathBuf,
+    /// Keeps the probed files alive.
+    pub _dir: tempfile::TempDir,
+}
+
+/// Downloads the init section and every segment listed in `playlist` (URIs relative to
+/// `rendition_url`), checks each with ffprobe (640x360 H.264 + AAC, an IDR first, video
+/// duration = EXTINF within 0.1 s), and checks that init + all segments play as one stream of
+/// `seconds` (± 1 s) and decode without errors.
+pub async fn check_segments(
+    http: &reqwest::Client,
+    rendition_url: &str,
+    playlist: &m3u8_rs::MediaPlaylist,
+    seconds: f64,
+) -> CheckedSegments {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let init_uri = &playlist.segments[0].map.as_ref().expect("EXT-X-MAP").uri;
+    let (status, init) = get(http, &format!("{rendition_url}/{init_uri}")).await;
+    assert_eq!(status, 200, "{init_uri}");
+    let mut whole = init.to_vec();
+    let mut peak_bps = 0f64;
+    for segment in &playlist.segments {
+        let (status, data) = get(http, &format!("{rendition_url}/{}", segment.uri)).await;
+        assert_eq!(status, 200, "{} listed but not fetchable", segment.uri);
+        peak_bps = peak_bps.max(data.len() as f64 * 8.0 / f64::from(segment.duration));
+        whole.extend_from_slice(&data);
+        let file = dir.path().join(format!("{}.mp4", segment.uri));
+        std::fs::write(&file, [&init[..], &data[..]].concat()).expect("write");
+        let streams = ffprobe(
+            &file,
+            &[
+                "-show_entries",
+                "stream=codec_name,width,height",
+                "-of",
+                "csv=p=0",
+            ],
+        );
+        assert_eq!(
+            streams.trim().lines().collect::<Vec<_>>(),
+            ["h264,640,360", "aac"],
+            "{}",
+            segment.uri
+        );
+        let first = ffprobe(
+            &file,
+            &[
+                "-select_streams",
+                "v",
+                "-read_intervals",
+                "%+#1",
+                "-show_entries",
+                "frame=key_frame,pict_type",
+                "-of",
+                "csv=p=0",
+            ],
+        );
+        assert!(
+            first.trim().starts_with("1,I"),
+            "rule 10: {} starts with {first:?}",
+            segment.uri
+        );
+        let duration: f64 = ffprobe(
+            &file,
+            &[
+                "-select_streams",
+                "v",
+                "-show_entries",
+                "packet=duration_time",
+                "-of",
+                "csv=p=0",
+            ],
+        )
+        .lines()
+        .filter_map(|l| l.trim().parse::<f64>().ok())
+        .sum();
+        assert!(
+            (duration - f64::from(segment.duration)).abs() < 0.1,
+            "{}: probed {duration} vs EXTINF {}",
+            segment.uri,
+            segment.duration
+        );
+    }
+    let whole_file = dir.path().join("whole.mp4");
+    std::fs::write(&whole_file, &whole).expect("write");
+    let total: f64 = ffprobe(
+        &whole_file,
+        &["-show_entries", "format=duration", "-of", "csv=p=0"],
+    )
+    .trim()
+    .parse()
+    .expect("duration");
+    assert!(
+        (total - seconds).abs() <= 1.0,
+        "whole stream plays {total} s, pushed {seconds} s"
+    );
+    let decode = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(&whole_file)
+        .args(["-f", "null", "-"])
+        .output()
+        .expect("ffmpeg decode");
+    assert!(
+        decode.status.success() && decode.stderr.is_empty(),
+        "decode errors: {}",
+        String::from_utf8_lossy(&decode.stderr)
+    );
+    let first_file = dir.path().join(format!("{}.mp4", playlist.segments[0].uri));
+    CheckedSegments {
+        peak_bps,
+        first_file,
+        _dir: dir,
     }
 }
