@@ -173,7 +173,11 @@ impl Publish for Registry {
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         let (stream, key_id) = match self.keys.get(request.key.expose()) {
             Some(stream) => (stream.clone(), None),
-            None => match self.directory.as_ref().and_then(|d| d.lookup(request.key.expose())) {
+            None => match self
+                .directory
+                .as_ref()
+                .and_then(|d| d.lookup(request.key.expose()))
+            {
                 Some(grant) => (grant.stream, Some(grant.id)),
                 None => {
                     let _ = self.events.send(StreamEvent::KeyRejected {

@@ -14,6 +14,6 @@ mod observability;
 mod reconnect;
 mod shield;
 mod shutdown;
-mod web;
 mod srt;
 mod transports;
+mod web;
