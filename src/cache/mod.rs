@@ -312,6 +312,12 @@ impl<S: Source> Cache<S> {
         }
         match self.fills.join(key) {
             Fill::Leader(permit) => {
+                // The previous fill may have finished between our lookup and joining: it stores
+                // before it completes, so one more look avoids a second upstream request.
+                if let Some(hit) = self.lookup(key, playlist).await {
+                    permit.complete(Ok(Ok(hit.clone())));
+                    return Ok(hit);
+                }
                 metrics::counter!("headwater_cache_misses_total").increment(1);
                 let result = self.fill(key, playlist).await;
                 permit.complete(Ok(result.clone()));
@@ -387,8 +393,12 @@ impl<S: Source> Cache<S> {
             }
         } else if object.status == 200 && object.storable() {
             if playlist && self.policy.cache_playlists {
+                // The shortest of: the configured cap, half the target duration (HLS), the
+                // upstream's max-age (below).
                 let cap = target_duration(&object.body).map_or(self.policy.playlist_ttl_cap, |t| {
-                    (t / 2).max(Duration::from_secs(1))
+                    (t / 2)
+                        .max(Duration::from_secs(1))
+                        .min(self.policy.playlist_ttl_cap)
                 });
                 let ttl = object.max_age().map_or(cap, |age| age.min(cap));
                 if !ttl.is_zero() {

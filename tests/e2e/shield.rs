@@ -358,3 +358,41 @@ async fn upstream_failure_serves_stale_then_errors_and_keeps_segments() {
     .await;
     shield.shutdown().await;
 }
+
+/// With an upstream that answers at once, a burst must still make one request per object: a
+/// fill that completes between a request's cache lookup and its joining the fill is not redone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_upstream_still_gets_one_request_per_object() {
+    let up = Upstream::default();
+    let (addr, _task) = start_upstream(up.clone()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shield = start_shield(addr, dir.path()).await;
+    let clients: Vec<reqwest::Client> = (0..10)
+        .map(|_| {
+            reqwest::Client::builder()
+                .http2_prior_knowledge()
+                .build()
+                .expect("client")
+        })
+        .collect();
+    for n in 100..105u32 {
+        let url = format!("http://{}/live/s/v/seg-{n}.m4s", shield.http_addr);
+        let mut requests = Vec::new();
+        for i in 0..1000 {
+            let client = clients[i % 10].clone();
+            let url = url.clone();
+            requests.push(tokio::spawn(async move {
+                client.get(url).send().await.expect("request").status()
+            }));
+        }
+        for request in requests {
+            assert_eq!(request.await.expect("task"), 200);
+        }
+        assert_eq!(
+            up.count(&format!("/live/s/v/seg-{n}.m4s")),
+            1,
+            "burst {n} made more than one upstream request"
+        );
+    }
+    shield.shutdown().await;
+}
