@@ -1,5 +1,5 @@
 //! The web player: `/` lists live streams (from the API), `/watch/<stream>` plays one with
-//! hls.js (native HLS on Safari), a quality selector and a live-latency readout.
+//! hls.js (native HLS on Safari), a quality selector, a live-latency readout and the chat.
 //!
 //! Plain HTML/CSS/JS embedded in the binary (works offline; hls.js is vendored at a pinned
 //! version). Assets are served under content-hashed names with a one-year immutable lifetime and
@@ -29,7 +29,7 @@ struct Asset {
     content_type: &'static str,
 }
 
-const ASSETS: [Asset; 4] = [
+const ASSETS: [Asset; 5] = [
     Asset {
         logical: "style.css",
         body: include_bytes!("assets/style.css"),
@@ -43,6 +43,11 @@ const ASSETS: [Asset; 4] = [
     Asset {
         logical: "watch.js",
         body: include_bytes!("assets/watch.js"),
+        content_type: "text/javascript; charset=utf-8",
+    },
+    Asset {
+        logical: "chat.js",
+        body: include_bytes!("assets/chat.js"),
         content_type: "text/javascript; charset=utf-8",
     },
     Asset {
@@ -122,11 +127,25 @@ const HOME_BODY: &str = r#"<main>
 
 const WATCH_BODY: &str = r#"<main>
   <h2 id="title"></h2>
-  <div class="stage"><video id="video" controls autoplay muted playsinline aria-label="Live video"></video></div>
-  <div class="controls">
-    <div><label for="quality">Quality</label><select id="quality" disabled><option value="-1">Auto</option></select></div>
-    <div><span class="label">Latency:</span> <output id="latency" aria-live="off">–</output></div>
-    <div id="status" class="status" role="status">Loading…</div>
+  <div class="watch">
+    <div>
+      <div class="stage"><video id="video" controls autoplay muted playsinline aria-label="Live video"></video></div>
+      <div class="controls">
+        <div><label for="quality">Quality</label><select id="quality" disabled><option value="-1">Auto</option></select></div>
+        <div><span class="label">Latency:</span> <output id="latency" aria-live="off">–</output></div>
+        <div id="status" class="status" role="status">Loading…</div>
+      </div>
+    </div>
+    <section class="chat" aria-labelledby="chat-heading">
+      <h3 id="chat-heading">Chat</h3>
+      <ul id="chat-messages" aria-live="polite"></ul>
+      <p id="chat-status" class="status" role="status">Connecting…</p>
+      <form id="chat-form">
+        <label for="chat-name">Name</label><input id="chat-name" maxlength="32" autocomplete="nickname">
+        <label for="chat-text">Message</label><input id="chat-text" maxlength="500" autocomplete="off">
+        <button type="submit">Send</button>
+      </form>
+    </section>
   </div>
 </main>"#;
 
@@ -165,7 +184,7 @@ async fn watch(Path(stream): Path<String>, headers: HeaderMap) -> Response {
             &SITE.urls,
             "Watch · Headwater",
             WATCH_BODY,
-            &["hls.min.js", "watch.js"],
+            &["hls.min.js", "watch.js", "chat.js"],
         ))
     });
     respond(&headers, &WATCH, None)

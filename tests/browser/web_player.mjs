@@ -1,7 +1,8 @@
 // Drives Headwater's own web pages in headless Chromium and prints one JSON line per step:
 //   {"event":"home-ready"}                       the live list is open (publish now)
 //   {"event":"listed","at":<ms>}                 the stream appeared on /
-//   {"event":"watched", ...}                     /watch/<stream> played, every quality was tried
+//   {"event":"watched", ...}                     /watch/<stream> played, every quality was tried,
+//                                                a chat message went round trip
 //   {"event":"unlisted","at":<ms>}               the stream left / after it ended
 // Usage: node web_player.mjs <http-origin> <stream> <screenshot.png>
 // Driven by tests/e2e/web.rs; chromium from Debian, playwright-core from npm.
@@ -58,9 +59,16 @@ try {
     }, { i, since, url: levels[i].url }, { timeout: 30000, polling: 200 }).then((h) => h.jsonValue()).catch(() => null);
     switches.push({ requested: i, result });
   }
+  // Chat: set a name, post, and see the message come back from the room.
+  await page.fill('#chat-name', 'viewer-1');
+  await page.fill('#chat-text', 'hello from chromium');
+  await page.click('#chat-form button');
+  const chat = await page.waitForFunction(() => [...document.querySelectorAll('#chat-messages li')]
+    .some((li) => li.textContent.includes('viewer-1') && li.textContent.includes('hello from chromium')),
+  null, { timeout: 15000, polling: 200 }).then(() => true).catch(() => false);
   await page.screenshot({ path: screenshot, fullPage: true });
   const errors = await page.evaluate(() => window.headwater.errors);
-  emit({ event: 'watched', ...played, errors, levels, switches });
+  emit({ event: 'watched', ...played, errors, levels, switches, chat });
 
   await page.goto(`${origin}/`, { timeout: 20000 });
   await page.waitForSelector(link, { timeout: 10000, state: 'attached' }).catch(() => {});

@@ -212,6 +212,10 @@ async fn chromium_lists_plays_and_switches_quality() {
             .is_some_and(|l| l.ends_with("behind live")),
         "{watched}"
     );
+    assert_eq!(
+        watched["chat"], true,
+        "the chat message did not come back: {watched}"
+    );
     assert!(std::fs::metadata(&screenshot).expect("screenshot").len() > 10_000);
 
     drop(publisher);
