@@ -17,6 +17,51 @@ use utoipa::{Modify, OpenApi};
 #[allow(dead_code)]
 fn qoe() {}
 
+/// The chat routes are served by `chat` (WebSocket and history); documented here so the
+/// document lists every `/api/v1` route.
+#[utoipa::path(get, path = "/api/v1/streams/{name}/chat", tag = "chat",
+    params(("name" = String, Path, description = "Stream name"),
+        ("name" = Option<String>, Query, description = "Display name (1-32 characters); without it the connection may read but not post")),
+    responses((status = 101, description = "WebSocket: JSON frames `joined`, `message` {id, name, text, ts, stream_time}, `deleted`, `error`; clients send `{\"type\":\"message\",\"text\":...}`"),
+        (status = 400, body = ErrorBody, description = "Bad stream or display name, or not a WebSocket upgrade")))]
+#[allow(dead_code)]
+fn chat() {}
+
+/// `GET /api/v1/streams/{name}/chat/history`.
+#[utoipa::path(get, path = "/api/v1/streams/{name}/chat/history", tag = "chat",
+    params(("name" = String, Path, description = "Stream name"),
+        ("before" = Option<i64>, Query, description = "Cursor: `next_before` of the previous page"),
+        ("limit" = Option<u32>, Query, description = "Messages per page, 1-200 (default 50)")),
+    responses((status = 200, description = "Messages, newest first, and `next_before`"),
+        (status = 400, body = ErrorBody, description = "Bad cursor or limit")))]
+#[allow(dead_code)]
+fn chat_history() {}
+
+/// `DELETE /api/v1/streams/{name}/chat/messages/{id}` (admin).
+#[utoipa::path(delete, path = "/api/v1/streams/{name}/chat/messages/{id}", tag = "chat",
+    params(("name" = String, Path, description = "Stream name"), ("id" = i64, Path, description = "Message id")),
+    responses((status = 204, description = "Deleted; `deleted` is broadcast to the room"),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("admin" = [])))]
+#[allow(dead_code)]
+fn chat_delete() {}
+
+/// `PUT /api/v1/streams/{name}/chat/bans/{display}` (admin).
+#[utoipa::path(put, path = "/api/v1/streams/{name}/chat/bans/{display}", tag = "chat",
+    params(("name" = String, Path, description = "Stream name"), ("display" = String, Path, description = "Display name to ban")),
+    responses((status = 204, description = "Banned; live sessions with that name are closed (1008)"), (status = 401, body = ErrorBody)),
+    security(("admin" = [])))]
+#[allow(dead_code)]
+fn chat_ban() {}
+
+/// `DELETE /api/v1/streams/{name}/chat/bans/{display}` (admin).
+#[utoipa::path(delete, path = "/api/v1/streams/{name}/chat/bans/{display}", tag = "chat",
+    params(("name" = String, Path, description = "Stream name"), ("display" = String, Path, description = "Display name to unban")),
+    responses((status = 204, description = "Unbanned"), (status = 401, body = ErrorBody)),
+    security(("admin" = [])))]
+#[allow(dead_code)]
+fn chat_unban() {}
+
 /// `GET /api/v1/openapi.json`: this document.
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta",
     responses((status = 200, description = "The OpenAPI document")))]
@@ -58,6 +103,7 @@ impl Modify for AdminAuth {
         streams::list, streams::detail, streams::patch,
         keys::create, keys::list, keys::revoke,
         viewers::beacon, qoe, serve,
+        chat, chat_history, chat_delete, chat_ban, chat_unban,
     ),
     components(schemas(
         ErrorBody, streams::Stream, streams::StreamDetail, streams::StreamList,

@@ -608,6 +608,11 @@ async fn openapi_document_parses_and_lists_every_route() {
         ("post", "/api/v1/keys"),
         ("delete", "/api/v1/keys/{id}"),
         ("get", "/api/v1/openapi.json"),
+        ("get", "/api/v1/streams/{name}/chat"),
+        ("get", "/api/v1/streams/{name}/chat/history"),
+        ("delete", "/api/v1/streams/{name}/chat/messages/{id}"),
+        ("put", "/api/v1/streams/{name}/chat/bans/{display}"),
+        ("delete", "/api/v1/streams/{name}/chat/bans/{display}"),
     ];
     let paths = doc["paths"].as_object().expect("paths");
     let mut listed = 0;
@@ -625,7 +630,9 @@ async fn openapi_document_parses_and_lists_every_route() {
     for (method, path) in routes {
         let url = format!(
             "{base}{}",
-            path.replace("{name}", "demo").replace("{id}", "key_x")
+            path.replace("{name}", "demo")
+                .replace("{id}", "key_x")
+                .replace("{display}", "someone")
         );
         let response = http
             .request(method.to_uppercase().parse().expect("method"), &url)
