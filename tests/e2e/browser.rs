@@ -4,28 +4,12 @@
 
 use crate::common::*;
 use headwater::Server;
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
-
-fn require_browser() -> &'static Path {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    assert!(
-        Path::new("/usr/bin/chromium").exists(),
-        "chromium is not installed: run scripts/test.sh, which installs it"
-    );
-    assert!(
-        dir.join("node_modules/hls.js").exists()
-            && dir.join("node_modules/playwright-core").exists(),
-        "hls.js/playwright-core missing: run scripts/test.sh (npm ci in tests/browser)"
-    );
-    Box::leak(dir.into_boxed_path())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_plays_hls_over_h3() {
     require_tools();
-    let dir = require_browser();
+    browser_dir();
     let _logs = Logs::capture();
     let mut config = test_config(Duration::from_secs(3));
     config.tls.listen = Some("127.0.0.1:0".parse().expect("addr"));
@@ -42,31 +26,11 @@ async fn chromium_plays_hls_over_h3() {
     })
     .await;
     let origin = format!("https://127.0.0.1:{}", secure.tcp_addr.port());
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("timeout")
-            .args([
-                "90",
-                "node",
-                "play_h3.mjs",
-                &origin,
-                &spki,
-                "/live/demo/index.m3u8",
-                "4",
-            ])
-            .current_dir(dir)
-            .output()
-            .expect("run node")
-    })
-    .await
-    .expect("join");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "browser run failed: {}\n{stdout}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let result: serde_json::Value =
-        serde_json::from_str(stdout.trim()).expect("JSON from play_h3.mjs");
+    let result = run_browser_script(
+        "play_h3.mjs",
+        vec![origin, spki, "/live/demo/index.m3u8".into(), "4".into()],
+    )
+    .await;
     assert_eq!(
         result["errors"],
         serde_json::json!([]),

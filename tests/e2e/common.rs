@@ -477,3 +477,39 @@ pub async fn check_segments(
         _dir: dir,
     }
 }
+
+/// `tests/browser`, after checking that Chromium and the pinned npm packages are installed.
+pub fn browser_dir() -> std::path::PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(
+        Path::new("/usr/bin/chromium").exists()
+            && dir.join("node_modules/hls.js").exists()
+            && dir.join("node_modules/playwright-core").exists(),
+        "chromium, hls.js or playwright-core missing: run scripts/test.sh, which installs them"
+    );
+    dir
+}
+
+/// Runs `node <script> <args>` in `tests/browser` (90 s at most) and parses the one JSON line
+/// it prints; fails the test with the script's stderr if it fails.
+pub async fn run_browser_script(script: &str, args: Vec<String>) -> serde_json::Value {
+    let dir = browser_dir();
+    let script = script.to_owned();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("timeout")
+            .args(["90", "node", &script])
+            .args(&args)
+            .current_dir(dir)
+            .output()
+            .expect("run node")
+    })
+    .await
+    .expect("join");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "browser run failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.trim()).expect("one JSON line from the browser script")
+}

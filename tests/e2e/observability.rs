@@ -331,12 +331,7 @@ fn dashboard_and_alert_rules_are_valid_and_use_real_metrics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hls_js_cmcd_session_reaches_the_qoe_endpoint() {
     require_tools();
-    let browser = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    assert!(
-        std::path::Path::new("/usr/bin/chromium").exists()
-            && browser.join("node_modules/hls.js").exists(),
-        "chromium or hls.js missing: run scripts/test.sh, which installs them"
-    );
+    browser_dir();
     let _logs = Logs::capture();
     let metrics = headwater::observe::install_metrics().expect("recorder");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -351,32 +346,16 @@ async fn hls_js_cmcd_session_reaches_the_qoe_endpoint() {
         (status == 200 && parse_media(&body).segments.len() >= 2).then_some(())
     })
     .await;
-    let origin = base.clone();
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("timeout")
-            .args([
-                "90",
-                "node",
-                "play_cmcd.mjs",
-                &origin,
-                "/live/demo/index.m3u8",
-                "e2e-cmcd-session",
-                "4",
-            ])
-            .current_dir(browser)
-            .output()
-            .expect("run node")
-    })
-    .await
-    .expect("join");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "browser run failed: {}\n{stdout}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let played: serde_json::Value =
-        serde_json::from_str(stdout.trim()).expect("JSON from play_cmcd.mjs");
+    let played = run_browser_script(
+        "play_cmcd.mjs",
+        vec![
+            base.clone(),
+            "/live/demo/index.m3u8".into(),
+            "e2e-cmcd-session".into(),
+            "4".into(),
+        ],
+    )
+    .await;
     assert_eq!(
         played["errors"],
         serde_json::json!([]),

@@ -100,12 +100,7 @@ async fn pages_and_assets_are_cacheable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_lists_plays_and_switches_quality() {
     require_tools();
-    let browser = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    assert!(
-        std::path::Path::new("/usr/bin/chromium").exists()
-            && browser.join("node_modules/playwright-core").exists(),
-        "chromium or playwright-core missing: run scripts/test.sh, which installs them"
-    );
+    let browser = browser_dir();
     let _logs = Logs::capture();
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = test_config(Duration::from_secs(1));
