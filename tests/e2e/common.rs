@@ -93,47 +93,9 @@ impl std::io::Write for Logs {
 pub struct Publisher(pub Child);
 
 impl Publisher {
-    /// Pushes `seconds` of testsrc2 + sine (H.264 640x360@30, 2 s GOP, AAC 48 kHz) in real time.
-    pub fn start(rtmp: std::net::SocketAddr, key: &str, seconds: u32) -> Self {
-        let url = format!("rtmp://{rtmp}/live/{key}");
-        let child = Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
-            .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
-            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-            .args(["-t", &seconds.to_string()])
-            .args([
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-tune",
-                "zerolatency",
-                "-pix_fmt",
-                "yuv420p",
-            ])
-            .args([
-                "-g",
-                "60",
-                "-keyint_min",
-                "60",
-                "-sc_threshold",
-                "0",
-                "-b:v",
-                "800k",
-            ])
-            .args(["-c:a", "aac", "-b:a", "96k", "-f", "flv", &url])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn ffmpeg");
-        Publisher(child)
-    }
-
-    /// Pushes `seconds` of the same test source as [`Publisher::start`] as MPEG-TS over SRT
-    /// (caller mode) to `srt` with `stream_id` (e.g. `key-a` or `#!::r=live/key-a,m=publish`).
-    /// `extra` are SRT URL options such as `passphrase=...`.
-    pub fn srt(srt: std::net::SocketAddr, stream_id: &str, seconds: u32, extra: &str) -> Self {
-        let url = format!("srt://{srt}?streamid={stream_id}&latency=120000{extra}");
+    /// `ffmpeg` pushing `seconds` of testsrc2 + sine (H.264 640x360@30, 2 s GOP, 800 kbit/s,
+    /// AAC 48 kHz) in real time as `format` to `url`.
+    fn ffmpeg(seconds: u32, format: &str, url: &str) -> Self {
         let child = Command::new("ffmpeg")
             .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
             .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
@@ -149,12 +111,25 @@ impl Publisher {
             ])
             .args(["-pix_fmt", "yuv420p", "-g", "60", "-keyint_min", "60"])
             .args(["-sc_threshold", "0", "-b:v", "800k"])
-            .args(["-c:a", "aac", "-b:a", "96k", "-f", "mpegts", &url])
+            .args(["-c:a", "aac", "-b:a", "96k", "-f", format, url])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn ffmpeg");
         Publisher(child)
+    }
+
+    /// Pushes `seconds` of the test source (see [`Publisher::ffmpeg`]) over RTMP with `key`.
+    pub fn start(rtmp: std::net::SocketAddr, key: &str, seconds: u32) -> Self {
+        Self::ffmpeg(seconds, "flv", &format!("rtmp://{rtmp}/live/{key}"))
+    }
+
+    /// Pushes `seconds` of the same test source as MPEG-TS over SRT (caller mode) to `srt` with
+    /// `stream_id` (e.g. `key-a` or `#!::r=live/key-a,m=publish`). `extra` are SRT URL options
+    /// such as `&passphrase=...`.
+    pub fn srt(srt: std::net::SocketAddr, stream_id: &str, seconds: u32, extra: &str) -> Self {
+        let url = format!("srt://{srt}?streamid={stream_id}&latency=120000{extra}");
+        Self::ffmpeg(seconds, "mpegts", &url)
     }
 
     /// Pushes `seconds` of videotestsrc + audiotestsrc with GStreamer (x264enc, avenc_aac,
