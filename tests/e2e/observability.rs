@@ -270,7 +270,7 @@ fn metric_names(expr: &str) -> Vec<String> {
 fn dashboard_and_alert_rules_are_valid_and_use_real_metrics() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut source = String::new();
-    let mut dirs = vec![root.join("src")];
+    let mut dirs = vec![root.join("src"), root.join("ingest/src")];
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(dir).expect("src") {
             let path = entry.expect("entry").path();

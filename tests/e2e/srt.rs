@@ -1,5 +1,6 @@
 //! SRT ingest end to end: ffmpeg and srt-live-transmit publish MPEG-TS over SRT; the HLS output
-//! passes the checks of the RTMP test; 2% packet loss through an in-process lossy UDP relay;
+//! passes the checks of the RTMP test; an encrypted publisher through an in-process UDP relay
+//! with 2% loss and a 40 ms round trip (loss, retransmissions and RTT in the metrics);
 //! wrong passphrase, unknown key, wrong mode and garbage UDP are refused without touching a
 //! healthy stream.
 
@@ -11,6 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, Mutex};
+use tokio::time::Instant;
 
 fn require_srt_live_transmit() {
     let found = Command::new("srt-live-transmit")
@@ -140,16 +143,42 @@ async fn srt_live_transmit_publishes_a_transport_stream() {
     server.shutdown().await;
 }
 
+/// One direction of the relay: sends each datagram `delay` after the time stamped on it, in
+/// order, to `to` (or to the connected peer).
+fn delayed_link(
+    delay: Duration,
+    socket: Arc<UdpSocket>,
+    to: Arc<Mutex<Option<SocketAddr>>>,
+) -> mpsc::Sender<(Instant, Vec<u8>)> {
+    let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>)>(8192);
+    tokio::spawn(async move {
+        while let Some((arrived, datagram)) = rx.recv().await {
+            tokio::time::sleep_until(arrived + delay).await;
+            let to = *to.lock().await;
+            let _ = match to {
+                Some(to) => socket.send_to(&datagram, to).await,
+                None => socket.send(&datagram).await,
+            };
+        }
+    });
+    tx
+}
+
 /// A UDP relay between one SRT caller and the server that drops `percent` of the datagrams in
-/// each direction (deterministic xorshift, so a run is reproducible). Returns its address and
-/// the number of datagrams dropped so far.
-async fn lossy_relay(server: SocketAddr, percent: u64) -> (SocketAddr, Arc<AtomicU64>) {
+/// each direction (deterministic xorshift, so a run is reproducible) and delays each by
+/// `delay`, so the round trip is about twice that. Returns its address and the number of
+/// datagrams dropped so far.
+async fn lossy_relay(
+    server: SocketAddr,
+    percent: u64,
+    delay: Duration,
+) -> (SocketAddr, Arc<AtomicU64>) {
     let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind"));
     let back = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("bind"));
     back.connect(server).await.expect("connect");
     let addr = front.local_addr().expect("addr");
     let dropped = Arc::new(AtomicU64::new(0));
-    let caller = Arc::new(tokio::sync::Mutex::new(None::<SocketAddr>));
+    let caller = Arc::new(Mutex::new(None::<SocketAddr>));
     let lose = {
         let dropped = dropped.clone();
         let mut state = 0x2545_f491_4f6c_dd1du64;
@@ -166,26 +195,27 @@ async fn lossy_relay(server: SocketAddr, percent: u64) -> (SocketAddr, Arc<Atomi
     };
     let mut lose_up = lose.clone();
     let mut lose_down = lose;
-    {
-        let (front, back, caller) = (front.clone(), back.clone(), caller.clone());
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 2048];
-            while let Ok((n, from)) = front.recv_from(&mut buf).await {
-                *caller.lock().await = Some(from);
-                if !lose_up() {
-                    let _ = back.send(&buf[..n]).await;
-                }
+    let up = delayed_link(delay, back.clone(), Arc::new(Mutex::new(None)));
+    let down = delayed_link(delay, front.clone(), caller.clone());
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        while let Ok((n, from)) = front.recv_from(&mut buf).await {
+            *caller.lock().await = Some(from);
+            if !lose_up() && up.send((Instant::now(), buf[..n].to_vec())).await.is_err() {
+                break;
             }
-        });
-    }
+        }
+    });
     tokio::spawn(async move {
         let mut buf = vec![0u8; 2048];
         while let Ok(n) = back.recv(&mut buf).await {
-            let to = *caller.lock().await;
-            if let Some(to) = to {
-                if !lose_down() {
-                    let _ = front.send_to(&buf[..n], to).await;
-                }
+            if !lose_down()
+                && down
+                    .send((Instant::now(), buf[..n].to_vec()))
+                    .await
+                    .is_err()
+            {
+                break;
             }
         }
     });
@@ -201,35 +231,67 @@ fn counter(text: &str, name: &str, stream: &str) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_percent_packet_loss_is_recovered_and_measured() {
+async fn encrypted_publisher_recovers_two_percent_loss_and_rtt_is_measured() {
     require_tools();
     let _logs = Logs::capture();
     let metrics = headwater::observe::install_metrics().expect("recorder");
     let mut config = test_config(Duration::from_secs(2));
+    let passphrase = "lossy-link-passphrase";
     if let Some(srt) = config.srt.as_mut() {
-        // Loopback RTT is ~0: 300 ms leaves room for several retransmission rounds.
+        // A 40 ms round trip: 300 ms leaves room for several retransmission rounds.
         srt.latency = Duration::from_millis(300);
+        srt.passphrase = Some(passphrase.into());
     }
     let server = Server::start(config, Some(metrics)).await.expect("start");
-    let (relay, dropped) = lossy_relay(server.srt_addr.expect("srt"), 2).await;
-    let publisher = Publisher::srt(relay, "key-b", 10, "");
-    let (status, stderr) = publisher.wait(Duration::from_secs(30));
-    assert!(status.success(), "ffmpeg SRT publisher failed: {stderr}");
+    let one_way = Duration::from_millis(20);
+    let (relay, dropped) = lossy_relay(server.srt_addr.expect("srt"), 2, one_way).await;
+    let publisher = Publisher::srt(relay, "key-b", 10, &format!("&passphrase={passphrase}"));
     let base = format!("http://{}/live/b", server.http_addr);
     let http = client();
+    let metrics_url = format!("http://{}/metrics", server.http_addr);
+    // The smoothed RTT starts at 10 ms and converges on the relay's round trip within a
+    // few dozen ACKs (one per 10 ms).
+    let round_trip = (2 * one_way).as_secs_f64();
+    let rtt = wait_for(
+        "the SRT RTT gauge to near the round trip",
+        Duration::from_secs(20),
+        || async {
+            let (_, text) = get(&http, &metrics_url).await;
+            Some(counter(
+                &String::from_utf8_lossy(&text),
+                "headwater_srt_rtt_seconds",
+                "b",
+            ))
+            .filter(|&rtt| rtt >= round_trip * 0.75)
+        },
+    )
+    .await;
+    let (status, stderr) = publisher.wait(Duration::from_secs(30));
+    assert!(status.success(), "ffmpeg SRT publisher failed: {stderr}");
     check_hls(&http, &base, 10.0, Duration::from_secs(20)).await;
 
-    let (_, text) = get(&http, &format!("http://{}/metrics", server.http_addr)).await;
+    let (_, text) = get(&http, &metrics_url).await;
     let text = String::from_utf8_lossy(&text);
     let received = counter(&text, "headwater_srt_packets_received_total", "b");
     let retransmitted = counter(&text, "headwater_srt_packets_retransmitted_total", "b");
+    let lost = counter(&text, "headwater_srt_packets_lost_total", "b");
     let loss_reports = counter(&text, "headwater_srt_loss_reports_total", "b");
-    let lost = dropped.load(Ordering::Relaxed);
-    eprintln!("relay dropped {lost}, received {received}, retransmitted {retransmitted}, loss reports {loss_reports}");
-    assert!(lost > 10, "the relay dropped only {lost} datagrams");
+    let decrypt_errors = counter(&text, "headwater_srt_decrypt_errors_total", "b");
+    let dropped = dropped.load(Ordering::Relaxed);
+    eprintln!(
+        "relay dropped {dropped}; received {received}, lost {lost}, retransmitted \
+         {retransmitted}, loss reports {loss_reports}, rtt {rtt:.4} s"
+    );
+    assert!(dropped > 10, "the relay dropped only {dropped} datagrams");
     assert!(received > 500.0, "{received} packets received");
+    assert!(lost > 0.0, "no lost packets in the metrics");
     assert!(retransmitted > 0.0, "no retransmissions in the metrics");
     assert!(loss_reports > 0.0, "no loss reports in the metrics");
+    assert_eq!(decrypt_errors, 0.0, "encrypted packets failed to decrypt");
+    assert!(
+        rtt < round_trip + 0.1,
+        "RTT {rtt} s through a {round_trip} s round trip"
+    );
     assert!(text.contains("headwater_srt_receive_buffer_seconds{stream=\"b\"}"));
     server.shutdown().await;
 }

@@ -313,6 +313,11 @@ impl Publisher {
                 now.rx_dropped_data,
                 last.rx_dropped_data,
             ),
+            (
+                "headwater_srt_packets_lost_total",
+                now.rx_loss_data,
+                last.rx_loss_data,
+            ),
             ("headwater_srt_loss_reports_total", now.tx_nak, last.tx_nak),
             (
                 "headwater_srt_decrypt_errors_total",
@@ -323,8 +328,13 @@ impl Publisher {
             metrics::counter!(name, "stream" => stream.clone())
                 .increment(value.saturating_sub(previous));
         }
-        metrics::gauge!("headwater_srt_receive_buffer_seconds", "stream" => stream)
+        metrics::gauge!("headwater_srt_receive_buffer_seconds", "stream" => stream.clone())
             .set(now.rx_acknowledged_time.as_secs_f64());
+        // Zero until the first ACK/ACKACK round trip has been measured.
+        if !now.rx_average_rtt.is_zero() {
+            metrics::gauge!("headwater_srt_rtt_seconds", "stream" => stream)
+                .set(now.rx_average_rtt.as_secs_f64());
+        }
         self.last = now.clone();
     }
 }
