@@ -3,6 +3,7 @@
 //! No FFmpeg and no HTTP here; the `headwater` crate consumes [`IngestEvent`]s through the
 //! [`Publish`] hook that the RTMP server calls.
 
+mod connections;
 pub mod flv;
 pub mod frame;
 pub mod rtmp;

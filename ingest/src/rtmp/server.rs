@@ -4,6 +4,7 @@ use super::handshake::{Handshake, HandshakeError};
 use super::publisher::TagAdapter;
 use super::session::{Event, Session, SessionError};
 use super::{Publish, PublishRequest, PublisherSink, Refusal, StreamKey};
+use crate::connections::Connections;
 use crate::flv::FlvError;
 use crate::frame::IngestEvent;
 use std::future::Future;
@@ -12,8 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tracing::{debug, info, warn, Instrument};
 
@@ -65,20 +64,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let settings = Arc::new(settings);
-    let slots = Arc::new(Semaphore::new(settings.max_connections));
-    let mut connections = JoinSet::new();
+    let mut connections = Connections::new("rtmp", settings.max_connections);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            Some(joined) = connections.join_next(), if !connections.is_empty() => {
-                if let Err(error) = joined {
-                    if error.is_panic() {
-                        // A bug, but contained: only this connection is lost.
-                        tracing::error!(%error, "rtmp connection task panicked");
-                    }
-                }
-            }
+            () = connections.reap() => {}
             accepted = listener.accept() => {
                 let (socket, peer) = match accepted {
                     Ok(pair) => pair,
@@ -88,7 +79,7 @@ pub async fn serve(
                         continue;
                     }
                 };
-                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                let Some(slot) = connections.slot() else {
                     warn!(%peer, limit = settings.max_connections, "rtmp connection refused: too many connections");
                     continue;
                 };
@@ -96,8 +87,8 @@ pub async fn serve(
                 let hook = hook.clone();
                 let span = tracing::info_span!("rtmp", %peer);
                 connections.spawn(
+                    slot,
                     async move {
-                        let _permit = permit;
                         let _ = socket.set_nodelay(true);
                         match Connection::new(socket, peer, settings, hook).run().await {
                             Ok(()) => debug!("rtmp connection closed"),

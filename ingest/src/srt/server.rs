@@ -1,6 +1,7 @@
 //! The SRT listener and one task per publisher: streamid auth, handshake, TS demux, statistics.
 
 use super::stream_id::parse_stream_id;
+use crate::connections::Connections;
 use crate::rtmp::{Publish, PublishRequest, PublisherSink, Refusal};
 use crate::ts::{Demuxer, TsError};
 use futures_util::StreamExt;
@@ -11,8 +12,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::UdpSocket;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tracing::{debug, info, warn, Instrument};
 
@@ -104,22 +103,15 @@ pub async fn serve(
         .map_err(SrtListenError::Io)?;
     Ok(async move {
         let settings = Arc::new(settings);
-        let slots = Arc::new(Semaphore::new(settings.max_connections));
-        let mut connections = JoinSet::new();
+        let mut connections = Connections::new("srt", settings.max_connections);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
-                Some(joined) = connections.join_next(), if !connections.is_empty() => {
-                    if let Err(error) = joined {
-                        if error.is_panic() {
-                            tracing::error!(%error, "srt connection task panicked");
-                        }
-                    }
-                }
+                () = connections.reap() => {}
                 request = incoming.incoming().next() => {
                     let Some(request) = request else { break };
-                    admit(request, &settings, &hook, &slots, &mut connections).await;
+                    admit(request, &settings, &hook, &mut connections).await;
                 }
             }
         }
@@ -133,12 +125,11 @@ async fn admit(
     request: ConnectionRequest,
     settings: &Arc<SrtSettings>,
     hook: &Arc<dyn Publish>,
-    slots: &Arc<Semaphore>,
-    connections: &mut JoinSet<()>,
+    connections: &mut Connections,
 ) {
     let peer = request.remote();
     let stream_id = request.stream_id().map(|s| s.to_string());
-    let Ok(permit) = slots.clone().try_acquire_owned() else {
+    let Some(slot) = connections.slot() else {
         warn!(%peer, limit = settings.max_connections, "srt publish refused: too many connections");
         refuse(request, ServerRejectReason::Overload, "overload").await;
         return;
@@ -172,8 +163,8 @@ async fn admit(
     let idle = settings.idle_timeout;
     let span = tracing::info_span!("srt", %peer, stream = %sink.stream);
     connections.spawn(
+        slot,
         async move {
-            let _permit = permit;
             let stream = sink.stream.clone();
             let socket = match request.accept(None).await {
                 Ok(socket) => socket,
