@@ -118,9 +118,24 @@ pub struct Server {
     /// The live chat, when `[chat] enabled` (for tests and diagnostics).
     pub chat: Option<chat::Chat>,
     cache: Arc<Cache<StoreSource>>,
+    running: Running,
+}
+
+/// A started node's background tasks, how to tell them to stop, and its readiness.
+#[derive(Debug)]
+struct Running {
     readiness: Readiness,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
+}
+
+impl Running {
+    /// Reports not ready, signals every task to stop and waits for them all.
+    async fn stop(mut self) {
+        self.readiness.set(false);
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
 }
 
 /// Observability for one node; metrics are dropped when `[observe] metrics` is off.
@@ -239,17 +254,17 @@ impl Server {
             api,
             chat,
             cache,
-            readiness,
-            shutdown,
-            tasks,
+            running: Running {
+                readiness,
+                shutdown,
+                tasks,
+            },
         })
     }
 
     /// Stops accepting, closes publishers, waits for the listeners and closes the cache.
-    pub async fn shutdown(mut self) {
-        self.readiness.set(false);
-        self.shutdown.cancel();
-        while self.tasks.join_next().await.is_some() {}
+    pub async fn shutdown(self) {
+        self.running.stop().await;
         self.cache.close().await;
     }
 }
@@ -261,9 +276,7 @@ pub struct Shield {
     pub http_addr: SocketAddr,
     /// The cache (for tests and diagnostics).
     pub cache: Arc<Cache<Upstream>>,
-    readiness: Readiness,
-    shutdown: CancellationToken,
-    tasks: JoinSet<()>,
+    running: Running,
 }
 
 impl Shield {
@@ -304,17 +317,17 @@ impl Shield {
         Ok(Self {
             http_addr,
             cache,
-            readiness,
-            shutdown,
-            tasks,
+            running: Running {
+                readiness,
+                shutdown,
+                tasks,
+            },
         })
     }
 
     /// Stops accepting, finishes in-flight responses and closes the cache (flushing to disk).
-    pub async fn shutdown(mut self) {
-        self.readiness.set(false);
-        self.shutdown.cancel();
-        while self.tasks.join_next().await.is_some() {}
+    pub async fn shutdown(self) {
+        self.running.stop().await;
         self.cache.close().await;
     }
 }
