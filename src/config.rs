@@ -129,8 +129,12 @@ pub struct ObserveConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShieldConfig {
-    /// Base URL of the upstream origin (http only). Default "http://127.0.0.1:8080".
+    /// Base URL of the upstream origin, `http://` or `https://`. Default "http://127.0.0.1:8080".
     pub upstream: String,
+    /// PEM file of CA certificates trusted for an `https://` upstream besides the Mozilla
+    /// roots (e.g. a private CA, or the origin's own self-signed certificate). Default none.
+    #[serde(default)]
+    pub upstream_ca_file: Option<PathBuf>,
     /// Address the shield serves on. Default "127.0.0.1:8082".
     pub listen: SocketAddr,
     /// TCP connect timeout to the upstream. Default "1s".
@@ -318,6 +322,7 @@ impl Default for Config {
             },
             shield: ShieldConfig {
                 upstream: "http://127.0.0.1:8080".into(),
+                upstream_ca_file: None,
                 listen: SocketAddr::from(([127, 0, 0, 1], 8082)),
                 connect_timeout: Duration::from_secs(1),
                 request_timeout: Duration::from_secs(5),
@@ -441,11 +446,15 @@ impl Config {
 impl ShieldConfig {
     /// Checks the shield section; also used after command-line overrides.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let rest = self.upstream.strip_prefix("http://").unwrap_or("");
+        let rest = self
+            .upstream
+            .strip_prefix("http://")
+            .or_else(|| self.upstream.strip_prefix("https://"))
+            .unwrap_or("");
         if rest.is_empty() || rest.starts_with('/') || rest.contains(['?', '#', ' ']) {
             return Err(invalid(
                 "shield.upstream",
-                "must be an http:// URL with a host, e.g. http://origin:8080",
+                "must be an http:// or https:// URL with a host, e.g. http://origin:8080",
             ));
         }
         if self.retries > 5 {
@@ -553,7 +562,7 @@ mod tests {
             (
                 "upstream = \"http://127.0.0.1:8080\"",
                 "upstream = \"ftp://x\"",
-                "shield.upstream: must be an http:// URL with a host, e.g. http://origin:8080",
+                "shield.upstream: must be an http:// or https:// URL with a host, e.g. http://origin:8080",
             ),
             (
                 "retries = 2",

@@ -49,7 +49,7 @@ pub enum StartError {
     Cache(#[from] cache::hybrid::OpenError),
     /// The upstream client could not be built.
     #[error("cannot build the upstream client")]
-    Upstream(#[source] reqwest::Error),
+    Upstream(#[source] cache::upstream::UpstreamError),
     /// The TLS or HTTP/3 listener could not start.
     #[error("cannot start the TLS listeners")]
     Secure(#[from] serve::secure::SecureError),
@@ -286,6 +286,7 @@ impl Shield {
         let (http, http_addr) = bind(shield.listen).await?;
         let upstream = Upstream::new(UpstreamSettings {
             base: shield.upstream.clone(),
+            ca_file: shield.upstream_ca_file.clone(),
             connect_timeout: shield.connect_timeout,
             request_timeout: shield.request_timeout,
             retries: shield.retries,

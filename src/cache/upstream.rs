@@ -1,16 +1,19 @@
-//! The Shield's [`Source`]: another origin over HTTP, with pooled connections, timeouts,
-//! bounded retries with exponential backoff and a circuit breaker.
+//! The Shield's [`Source`]: another origin over HTTP or HTTPS, with pooled connections,
+//! timeouts, bounded retries with exponential backoff and a circuit breaker.
 
 use super::breaker::Breaker;
 use super::{unix_ms, CachedObject, ObjectKey, Source, SourceError};
 use reqwest::header::{HeaderMap, AGE, CACHE_CONTROL, CONTENT_TYPE, ETAG, LAST_MODIFIED};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 /// How the Shield talks to its upstream.
 #[derive(Debug, Clone)]
 pub struct UpstreamSettings {
-    /// Base URL, e.g. `http://origin:8080` (no trailing slash needed).
+    /// Base URL, e.g. `http://origin:8080` or `https://origin` (no trailing slash needed).
     pub base: String,
+    /// PEM certificates trusted for HTTPS besides the Mozilla roots (a private CA).
+    pub ca_file: Option<PathBuf>,
     /// TCP connect timeout.
     pub connect_timeout: Duration,
     /// Whole-request timeout (headers and body).
@@ -23,6 +26,59 @@ pub struct UpstreamSettings {
     pub breaker_failures: u32,
     /// How long the circuit stays open.
     pub breaker_cooldown: Duration,
+}
+
+/// Why the upstream client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The CA file could not be read.
+    #[error("cannot read the upstream CA certificates from {path}")]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The CA file holds no PEM certificate, or a malformed one.
+    #[error("no usable CA certificate in {path}")]
+    NoCa {
+        /// The file.
+        path: PathBuf,
+        /// The parse error, if one.
+        #[source]
+        source: Option<reqwest::Error>,
+    },
+    /// reqwest refused the configuration.
+    #[error("cannot build the HTTP client")]
+    Client(#[from] reqwest::Error),
+}
+
+/// The certificates of a PEM bundle, trusted for HTTPS besides the Mozilla roots.
+fn ca_certificates(path: &Path) -> Result<Vec<reqwest::Certificate>, UpstreamError> {
+    let pem = std::fs::read(path).map_err(|source| UpstreamError::CaFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    match reqwest::Certificate::from_pem_bundle(&pem) {
+        Ok(certs) if !certs.is_empty() => Ok(certs),
+        result => Err(UpstreamError::NoCa {
+            path: path.to_owned(),
+            source: result.err(),
+        }),
+    }
+}
+
+/// An error with its causes, for logs (reqwest's own message omits e.g. the TLS failure).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
 }
 
 /// An HTTP upstream.
@@ -48,9 +104,15 @@ fn header(headers: &HeaderMap, name: reqwest::header::HeaderName) -> Option<Stri
 
 impl Upstream {
     /// A client for `settings.base`, with a keep-alive connection pool (HTTP/1.1; HTTP/2 when
-    /// the upstream negotiates it).
-    pub fn new(settings: UpstreamSettings) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
+    /// the upstream negotiates it over TLS).
+    pub fn new(settings: UpstreamSettings) -> Result<Self, UpstreamError> {
+        let mut builder = reqwest::Client::builder();
+        if let Some(path) = &settings.ca_file {
+            for certificate in ca_certificates(path)? {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let client = builder
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.request_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
@@ -80,7 +142,7 @@ impl Upstream {
                 return Attempt::Retry(if error.is_timeout() {
                     SourceError::Timeout
                 } else {
-                    SourceError::Failed(error.to_string().into())
+                    SourceError::Failed(with_causes(&error).into())
                 });
             }
         };
@@ -99,7 +161,7 @@ impl Upstream {
                 return Attempt::Retry(if error.is_timeout() {
                     SourceError::Timeout
                 } else {
-                    SourceError::Failed(error.to_string().into())
+                    SourceError::Failed(with_causes(&error).into())
                 });
             }
         };
@@ -157,5 +219,37 @@ impl Source for Upstream {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ca_file_must_hold_a_certificate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("missing.pem");
+        assert!(matches!(
+            ca_certificates(&missing),
+            Err(UpstreamError::CaFile { .. })
+        ));
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").expect("write");
+        assert!(matches!(
+            ca_certificates(&empty),
+            Err(UpstreamError::NoCa { .. })
+        ));
+        let bundle = dir.path().join("ca.pem");
+        let pems: Vec<String> = (0..2)
+            .map(|_| {
+                rcgen::generate_simple_self_signed(vec!["origin".to_owned()])
+                    .expect("rcgen")
+                    .cert
+                    .pem()
+            })
+            .collect();
+        std::fs::write(&bundle, pems.concat()).expect("write");
+        assert_eq!(ca_certificates(&bundle).expect("bundle").len(), 2);
     }
 }

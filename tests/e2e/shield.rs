@@ -1,5 +1,5 @@
 //! Shield mode against a counting upstream: coalesced fills, playlist TTLs, disk recovery,
-//! stale-if-error and upstream failures.
+//! stale-if-error and upstream failures; and against a Headwater origin over HTTPS.
 
 use crate::common::*;
 use axum::extract::{Path, State};
@@ -94,8 +94,17 @@ async fn start_upstream(up: Upstream) -> (SocketAddr, tokio::task::JoinHandle<()
 }
 
 async fn start_shield(upstream: SocketAddr, dir: &std::path::Path) -> Shield {
+    start_shield_for(&format!("http://{upstream}"), None, dir).await
+}
+
+async fn start_shield_for(
+    upstream: &str,
+    ca_file: Option<std::path::PathBuf>,
+    dir: &std::path::Path,
+) -> Shield {
     let mut config = Config::default();
-    config.shield.upstream = format!("http://{upstream}");
+    config.shield.upstream = upstream.to_owned();
+    config.shield.upstream_ca_file = ca_file;
     config.shield.listen = "127.0.0.1:0".parse().expect("addr");
     config.shield.stale_if_error = Duration::from_secs(2);
     config.shield.retries = 1;
@@ -395,4 +404,67 @@ async fn a_fast_upstream_still_gets_one_request_per_object() {
         );
     }
     shield.shutdown().await;
+}
+
+/// A shield in front of a Headwater origin over HTTPS: it pulls the live playlist and a
+/// segment when it trusts the origin's certificate (`upstream_ca_file`), and answers 502 with
+/// the certificate failure logged when it does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_upstream_is_verified_against_the_configured_ca() {
+    require_tools();
+    let logs = Logs::capture();
+    let certs = tempfile::tempdir().expect("tempdir");
+    let generated =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("rcgen");
+    let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    std::fs::write(&key, generated.signing_key.serialize_pem()).expect("key");
+    std::fs::write(&cert, generated.cert.pem()).expect("cert");
+    let mut config = test_config(Duration::from_secs(2));
+    config.tls.listen = Some("127.0.0.1:0".parse().expect("addr"));
+    config.tls.cert = Some(cert.clone());
+    config.tls.key = Some(key);
+    config.tls.http3 = false;
+    config.validate().expect("valid");
+    let origin = headwater::Server::start(config, None)
+        .await
+        .expect("origin");
+    let https = format!("https://{}", origin.secure.as_ref().expect("tls").tcp_addr);
+    let publisher = Publisher::start(origin.rtmp_addr, "demo", 6);
+    let http = client();
+    let media = "/live/demo/source/index.m3u8";
+    let playlist = wait_for(
+        "a segment on the origin",
+        Duration::from_secs(20),
+        || async {
+            let (status, body) = get(&http, &format!("http://{}{media}", origin.http_addr)).await;
+            let playlist = (status == 200).then(|| parse_media(&body))?;
+            (!playlist.segments.is_empty()).then_some(playlist)
+        },
+    )
+    .await;
+    let segment = format!("/live/demo/source/{}", playlist.segments[0].uri);
+    let (_, direct) = get(&http, &format!("http://{}{segment}", origin.http_addr)).await;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let trusted = start_shield_for(&https, Some(cert), dir.path()).await;
+    let (status, body) = get(&http, &format!("http://{}{segment}", trusted.http_addr)).await;
+    assert_eq!(status, 200, "segment through the trusting shield");
+    assert_eq!(body, direct, "the shield's copy differs from the origin's");
+    let (status, body) = get(&http, &format!("http://{}{media}", trusted.http_addr)).await;
+    assert_eq!(status, 200, "playlist through the trusting shield");
+    assert!(parse_media(&body).segments.len() >= playlist.segments.len());
+
+    let other = tempfile::tempdir().expect("tempdir");
+    let untrusting = start_shield_for(&https, None, other.path()).await;
+    let (status, _) = get(&http, &format!("http://{}{segment}", untrusting.http_addr)).await;
+    assert_eq!(status, 502, "an unverified upstream was used");
+    assert!(
+        logs.text().contains("UnknownIssuer"),
+        "the certificate failure is not in the log"
+    );
+    let (status, _) = publisher.wait(Duration::from_secs(20));
+    assert!(status.success(), "publisher failed");
+    untrusting.shutdown().await;
+    trusted.shutdown().await;
+    origin.shutdown().await;
 }
