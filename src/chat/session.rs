@@ -1,6 +1,7 @@
 //! One chat session: the task that owns a WebSocket. It sends `joined`, then relays the room's
 //! broadcast to the client and the client's messages to the room, pings on an interval and
-//! closes with a close code when a limit is crossed.
+//! closes with a close code when a limit is crossed. Reading and writing are two halves polled
+//! together, so a blocked write never holds up the client's posts.
 //!
 //! A client that does not read cannot hold anything up: every write has a deadline
 //! (`chat.write_timeout`), and while this task waits on one the room's broadcast keeps going;
@@ -12,9 +13,12 @@ use super::room::{Room, RoomEvent, Seat};
 use super::wire::{ClientFrame, MessageFrame, ServerFrame};
 use super::{Chat, Slot};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::sync::broadcast::error::RecvError;
+use std::time::Duration;
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::mpsc;
 
 /// Rate-limited messages in a row after which the connection is closed (1008).
 const MAX_STRIKES: u32 = 20;
@@ -71,16 +75,17 @@ pub struct Session {
     pub sampled: bool,
 }
 
-struct Socket {
-    ws: WebSocket,
+/// The writing half of a session's WebSocket.
+struct Writer {
+    sink: SplitSink<WebSocket, Message>,
     write_timeout: Duration,
 }
 
-impl Socket {
+impl Writer {
     /// Sends a frame within the write deadline; false when the client did not take it.
     async fn send(&mut self, message: Message) -> bool {
         matches!(
-            tokio::time::timeout(self.write_timeout, self.ws.send(message)).await,
+            tokio::time::timeout(self.write_timeout, self.sink.send(message)).await,
             Ok(Ok(()))
         )
     }
@@ -106,11 +111,38 @@ impl Socket {
     }
 }
 
+/// How a session ends: the reason, and the close code and error frame the client gets.
+struct Ending {
+    end: End,
+    close: Option<(u16, ServerFrame)>,
+}
+
+impl Ending {
+    fn silent(end: End) -> Self {
+        Self { end, close: None }
+    }
+
+    fn closing(end: End, code: u16, frame: ServerFrame) -> Self {
+        Self {
+            end,
+            close: Some((code, frame)),
+        }
+    }
+}
+
+/// Frames the reading half asks the writing half to send; more than this many waiting means
+/// the client is not reading them, and later ones are dropped.
+const REPLY_QUEUE: usize = 8;
+
 /// Refuses a connection that was upgraded over a limit: an `error` frame, then the close code.
 pub async fn refuse(ws: WebSocket, refusal: super::limits::Refusal, write_timeout: Duration) {
     metrics::counter!("headwater_chat_refused_total", "reason" => refusal.code()).increment(1);
-    let mut socket = Socket { ws, write_timeout };
-    socket
+    let (sink, _) = ws.split();
+    let mut writer = Writer {
+        sink,
+        write_timeout,
+    };
+    writer
         .close_with(
             refusal.close_code(),
             ServerFrame::error(refusal.code(), refusal.message()),
@@ -121,93 +153,144 @@ pub async fn refuse(ws: WebSocket, refusal: super::limits::Refusal, write_timeou
 /// Runs a session until the client leaves, a limit closes it, or the server shuts down.
 pub async fn run(ws: WebSocket, session: Session) {
     let config = session.chat.config().clone();
-    let mut socket = Socket {
-        ws,
-        write_timeout: config.write_timeout,
-    };
-    let end = relay(&mut socket, &session, &config).await;
+    let end = relay(ws, &session, &config).await;
     metrics::counter!("headwater_chat_disconnects_total", "reason" => end.label()).increment(1);
     tracing::debug!(stream = %session.room.stream(), reason = end.label(), "chat session ended");
     drop(session);
 }
 
-async fn relay(socket: &mut Socket, session: &Session, config: &crate::config::ChatConfig) -> End {
-    let chat = &session.chat;
-    let room = &session.room;
-    let metrics = chat.metrics();
-    let (mut events, recent) = room.join();
-    let seen = recent.last().map_or(i64::MIN, |m| m.id);
+/// Reads and writes concurrently: a write waiting on a slow client never delays reading its
+/// posts (nor the rate limit's view of them), and reading never waits on writing.
+async fn relay(ws: WebSocket, session: &Session, config: &crate::config::ChatConfig) -> End {
+    let (sink, stream) = ws.split();
+    let mut writer = Writer {
+        sink,
+        write_timeout: config.write_timeout,
+    };
+    let (events, recent) = session.room.join();
     let joined = ServerFrame::Joined {
-        stream: room.stream().to_string(),
+        stream: session.room.stream().to_string(),
         name: session.name.as_ref().map(|n| n.as_str().to_owned()),
         can_post: session.name.is_some(),
         messages: recent.iter().map(MessageFrame::from).collect(),
     };
-    if !socket.send_frame(&joined).await {
+    if !writer.send_frame(&joined).await {
         return End::WriteTimeout;
     }
+    let seen = recent.last().map_or(i64::MIN, |m| m.id);
+    let (replies, replies_rx) = mpsc::channel(REPLY_QUEUE);
+    let ending = tokio::select! {
+        ending = read(stream, session, config, replies) => ending,
+        ending = write(&mut writer, session, config, events, seen, replies_rx) => ending,
+    };
+    if let Some((code, frame)) = ending.close {
+        writer.close_with(code, frame).await;
+    }
+    ending.end
+}
+
+/// The reading half: client frames, the rate limit, posts to the room, the heartbeat.
+async fn read(
+    mut stream: SplitStream<WebSocket>,
+    session: &Session,
+    config: &crate::config::ChatConfig,
+    replies: mpsc::Sender<ServerFrame>,
+) -> Ending {
+    let metrics = session.chat.metrics();
     let ban_key = session.name.as_ref().map(DisplayName::ban_key);
     let limiter = rate_limiter(config);
     let mut strikes = 0u32;
+    // The writer pings every interval; a client silent for two has gone.
+    let heartbeat = config.ping_interval * 2;
+    let reply = |frame| {
+        // A full queue means the client reads nothing: the reply would never be seen.
+        let _ = replies.try_send(frame);
+    };
+    loop {
+        let message = match tokio::time::timeout(heartbeat, stream.next()).await {
+            Err(_) => return Ending::silent(End::Heartbeat),
+            Ok(None | Some(Ok(Message::Close(_)))) => return Ending::silent(End::ClientClosed),
+            Ok(Some(Err(error))) => {
+                // tungstenite reports an oversized frame as a capacity error.
+                let text = error.to_string();
+                if text.contains("too long") || text.contains("Space limit") {
+                    return Ending::closing(
+                        End::TooBig,
+                        code::TOO_BIG,
+                        ServerFrame::error("too_big", "frame too large"),
+                    );
+                }
+                return Ending::silent(End::ClientClosed);
+            }
+            Ok(Some(Ok(message))) => message,
+        };
+        let text = match message {
+            Message::Ping(_) | Message::Pong(_) => continue,
+            Message::Text(text) => Some(text),
+            Message::Binary(_) | Message::Close(_) => None,
+        };
+        if limiter.check().is_err() {
+            metrics.rate_limited.increment(1);
+            strikes += 1;
+            if strikes >= MAX_STRIKES {
+                return Ending::closing(
+                    End::Policy,
+                    code::POLICY,
+                    ServerFrame::error("rate_limited", "too many messages; disconnected"),
+                );
+            }
+            if strikes == 1 {
+                reply(ServerFrame::error(
+                    "rate_limited",
+                    format!(
+                        "at most {} messages per second (burst {}); message dropped",
+                        config.rate_limit, config.rate_burst
+                    ),
+                ));
+            }
+            continue;
+        }
+        strikes = 0;
+        match text {
+            None => reply(ServerFrame::error(
+                "bad_frame",
+                "binary frames are not supported; send JSON text",
+            )),
+            Some(text) => match handle_text(session, config, ban_key.as_deref(), &text) {
+                Ok(()) => {}
+                Err(Refused::Reply(frame)) => reply(frame),
+                Err(Refused::Close(close, frame, end)) => {
+                    return Ending::closing(end, close, frame)
+                }
+            },
+        }
+    }
+}
+
+/// The writing half: the room's broadcast, replies from the reading half, pings, shutdown.
+async fn write(
+    writer: &mut Writer,
+    session: &Session,
+    config: &crate::config::ChatConfig,
+    mut events: broadcast::Receiver<RoomEvent>,
+    seen: i64,
+    mut replies: mpsc::Receiver<ServerFrame>,
+) -> Ending {
+    let metrics = session.chat.metrics();
+    let ban_key = session.name.as_ref().map(DisplayName::ban_key);
     let mut ping = tokio::time::interval(config.ping_interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await;
-    let mut heard = Instant::now();
-    let shutdown = chat.shutdown().clone();
+    let shutdown = session.chat.shutdown().clone();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => {
-                socket.close_with(code::GOING_AWAY, ServerFrame::error("shutdown", "the server is shutting down")).await;
-                return End::Shutdown;
+                return Ending::closing(End::Shutdown, code::GOING_AWAY,
+                    ServerFrame::error("shutdown", "the server is shutting down"));
             }
-            incoming = socket.ws.recv() => {
-                let message = match incoming {
-                    None | Some(Ok(Message::Close(_))) => return End::ClientClosed,
-                    Some(Err(error)) => {
-                        // tungstenite reports an oversized frame as a capacity error.
-                        if error.to_string().contains("too long") || error.to_string().contains("Space limit") {
-                            socket.close_with(code::TOO_BIG, ServerFrame::error("too_big", "frame too large")).await;
-                            return End::TooBig;
-                        }
-                        return End::ClientClosed;
-                    }
-                    Some(Ok(message)) => message,
-                };
-                heard = Instant::now();
-                let text = match message {
-                    Message::Ping(_) | Message::Pong(_) => continue,
-                    Message::Text(text) => Some(text),
-                    Message::Binary(_) | Message::Close(_) => None,
-                };
-                if limiter.check().is_err() {
-                    metrics.rate_limited.increment(1);
-                    strikes += 1;
-                    if strikes >= MAX_STRIKES {
-                        socket.close_with(code::POLICY, ServerFrame::error("rate_limited", "too many messages; disconnected")).await;
-                        return End::Policy;
-                    }
-                    if strikes == 1 && !socket.send_frame(&ServerFrame::error("rate_limited",
-                        format!("at most {} messages per second (burst {}); message dropped", config.rate_limit, config.rate_burst))).await {
-                        return End::WriteTimeout;
-                    }
-                    continue;
-                }
-                strikes = 0;
-                let reply = match text {
-                    None => Some(ServerFrame::error("bad_frame", "binary frames are not supported; send JSON text")),
-                    Some(text) => match handle_text(session, config, ban_key.as_deref(), &text) {
-                        Ok(()) => None,
-                        Err(Refused::Reply(frame)) => Some(frame),
-                        Err(Refused::Close(close, frame, end)) => {
-                            socket.close_with(close, frame).await;
-                            return end;
-                        }
-                    },
-                };
-                if let Some(frame) = reply {
-                    if !socket.send_frame(&frame).await {
-                        return End::WriteTimeout;
-                    }
+            Some(frame) = replies.recv() => {
+                if !writer.send_frame(&frame).await {
+                    return Ending::silent(End::WriteTimeout);
                 }
             }
             event = events.recv() => match event {
@@ -215,9 +298,9 @@ async fn relay(socket: &mut Socket, session: &Session, config: &crate::config::C
                     if message.is_some_and(|id| id <= seen) {
                         continue;
                     }
-                    if !socket.send(Message::Text(text)).await {
+                    if !writer.send(Message::Text(text)).await {
                         metrics.dropped_slow.increment(1);
-                        return End::WriteTimeout;
+                        return Ending::silent(End::WriteTimeout);
                     }
                     metrics.messages_out.increment(1);
                     if session.sampled {
@@ -226,24 +309,20 @@ async fn relay(socket: &mut Socket, session: &Session, config: &crate::config::C
                 }
                 Ok(RoomEvent::Banned(key)) => {
                     if ban_key.as_deref() == Some(key.as_str()) {
-                        socket.close_with(code::POLICY, ServerFrame::error("banned", "this display name was banned from this chat")).await;
-                        return End::Banned;
+                        return Ending::closing(End::Banned, code::POLICY,
+                            ServerFrame::error("banned", "this display name was banned from this chat"));
                     }
                 }
                 Err(RecvError::Lagged(lost)) => {
                     metrics.dropped_lagged.increment(1);
-                    socket.close_with(code::TRY_AGAIN_LATER, ServerFrame::error("lagged",
-                        format!("too slow: {lost} frames behind; reconnect to catch up"))).await;
-                    return End::Lagged;
+                    return Ending::closing(End::Lagged, code::TRY_AGAIN_LATER, ServerFrame::error("lagged",
+                        format!("too slow: {lost} frames behind; reconnect to catch up")));
                 }
-                Err(RecvError::Closed) => return End::Shutdown,
+                Err(RecvError::Closed) => return Ending::silent(End::Shutdown),
             },
             _ = ping.tick() => {
-                if heard.elapsed() > config.ping_interval * 2 {
-                    return End::Heartbeat;
-                }
-                if !socket.send(Message::Ping(bytes::Bytes::new())).await {
-                    return End::WriteTimeout;
+                if !writer.send(Message::Ping(bytes::Bytes::new())).await {
+                    return Ending::silent(End::WriteTimeout);
                 }
             }
         }

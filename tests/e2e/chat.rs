@@ -444,3 +444,64 @@ async fn a_client_that_never_reads_is_dropped_without_slowing_others() {
     server.shutdown().await;
     drain.abort();
 }
+
+/// A client that stops reading is still heard: its session reads the client's posts while the
+/// writes it owes that client are blocked, so they reach the room at once (and the rate limit
+/// sees the client's own pace, not a backlog released in one burst).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_still_heard() {
+    let mut config = test_config(Duration::from_secs(2));
+    config.chat.rate_limit = 2000;
+    config.chat.rate_burst = 2000;
+    // The stalled session must fall behind on writes, not lag out of the broadcast.
+    config.chat.broadcast_capacity = 4096;
+    config.chat.write_timeout = Duration::from_secs(5);
+    config.chat.max_message_chars = 5000;
+    let server = Server::start(config, None).await.expect("start");
+    let addr = server.http_addr;
+
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(2048).expect("rcvbuf");
+    let tcp = socket.connect(addr).await.expect("connect");
+    let (mut stalled, _) = tokio_tungstenite::client_async(
+        chat_url(addr, "demo", Some("stalled")),
+        MaybeTlsStream::Plain(tcp),
+    )
+    .await
+    .expect("handshake");
+    assert_eq!(next(&mut stalled).await["type"], "joined");
+    let (flooder, _) = connect(addr, "demo", Some("flooder")).await;
+    let (mut listener, _) = connect(addr, "demo", None).await;
+
+    // 600 frames of 4.5 kB: far more than the socket buffers toward the stalled client hold.
+    let text = "z".repeat(4500);
+    let total = 600;
+    let (mut sink, mut echoes) = flooder.split();
+    let drain = tokio::spawn(async move { while let Some(Ok(_)) = echoes.next().await {} });
+    let send = async {
+        for _ in 0..total {
+            let frame = json!({"type": "message", "text": text}).to_string();
+            sink.send(Message::text(frame)).await.expect("send");
+        }
+    };
+    let receive = async {
+        for _ in 0..total {
+            assert_eq!(next_message(&mut listener).await["text"], text.as_str());
+        }
+    };
+    tokio::join!(send, receive);
+
+    let posted = Instant::now();
+    say(&mut stalled, "still here").await;
+    let heard = next_message(&mut listener).await;
+    assert_eq!(heard["text"], "still here");
+    assert_eq!(heard["name"], "stalled");
+    assert!(
+        posted.elapsed() < Duration::from_secs(2),
+        "the post waited {:?} behind its session's writes",
+        posted.elapsed()
+    );
+    drop(sink);
+    drain.abort();
+    server.shutdown().await;
+}
