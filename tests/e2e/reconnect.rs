@@ -1,4 +1,5 @@
-//! Publisher reconnects within the grace period continue the stream; after it, ENDLIST.
+//! Publisher reconnects within the grace period continue the stream; after it, ENDLIST. The
+//! same over RTMP and SRT.
 
 use crate::common::*;
 use headwater::names::StreamName;
@@ -8,7 +9,20 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reconnect_continues_sequence_with_one_discontinuity() {
+async fn rtmp_reconnect_continues_sequence_with_one_discontinuity() {
+    reconnect_continues_sequence(|server| Publisher::start(server.rtmp_addr, "demo", 6)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srt_reconnect_continues_sequence_with_one_discontinuity() {
+    reconnect_continues_sequence(|server| {
+        Publisher::srt(server.srt_addr.expect("srt"), "demo", 6, "")
+    })
+    .await;
+}
+
+/// Two 6 s pushes by `publish`, the second within the grace period of the first.
+async fn reconnect_continues_sequence(publish: fn(&Server) -> Publisher) {
     require_tools();
     let logs = Logs::capture();
     let grace = Duration::from_secs(6);
@@ -19,7 +33,7 @@ async fn reconnect_continues_sequence_with_one_discontinuity() {
     let http = client();
     let demo = StreamName::parse("demo").expect("name");
 
-    let first = Publisher::start(server.rtmp_addr, "demo", 6);
+    let first = publish(&server);
     let (status, _) = first.wait(Duration::from_secs(20));
     assert!(status.success());
     wait_for(
@@ -36,7 +50,7 @@ async fn reconnect_continues_sequence_with_one_discontinuity() {
     let last_before = before.media_sequence + before.segments.len() as u64 - 1;
 
     // Every listed URI stays fetchable across the gap (rule 7), checked while we reconnect.
-    let second = Publisher::start(server.rtmp_addr, "demo", 6);
+    let second = publish(&server);
     let mut fetched = BTreeSet::new();
     let deadline = Deadline::new(
         "a segment from the second publisher",
