@@ -24,7 +24,8 @@ ensure_packages() {
 # ensure_gstreamer: the GStreamer elements the publisher tests use.
 ensure_gstreamer() {
   local element
-  for element in videotestsrc x264enc h264parse flvmux rtmp2sink avenc_aac aacparse; do
+  for element in videotestsrc x264enc h264parse flvmux rtmp2sink mpegtsmux srtsink avenc_aac \
+      aacparse; do
     if ! gst-inspect-1.0 "$element" >/dev/null 2>&1; then
       install_packages gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
         gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav

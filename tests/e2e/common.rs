@@ -92,6 +92,24 @@ impl std::io::Write for Logs {
 /// A running ffmpeg publisher, killed on drop.
 pub struct Publisher(pub Child);
 
+/// Where a GStreamer publisher pushes.
+pub enum GstTarget<'a> {
+    /// flvmux + rtmp2sink to `rtmp://addr/live/key`.
+    Rtmp {
+        /// The RTMP listener.
+        addr: std::net::SocketAddr,
+        /// The stream key.
+        key: &'a str,
+    },
+    /// mpegtsmux + srtsink (libsrt caller) to `addr` with `streamid`.
+    Srt {
+        /// The SRT listener.
+        addr: std::net::SocketAddr,
+        /// The SRT streamid.
+        stream_id: &'a str,
+    },
+}
+
 impl Publisher {
     /// `ffmpeg` pushing `seconds` of testsrc2 + sine (H.264 640x360@30, 2 s GOP, 800 kbit/s,
     /// AAC 48 kHz) in real time as `format` to `url`.
@@ -132,14 +150,32 @@ impl Publisher {
         Self::ffmpeg(seconds, "mpegts", &url)
     }
 
-    /// Pushes `seconds` of videotestsrc + audiotestsrc with GStreamer (x264enc, avenc_aac,
-    /// flvmux, rtmp2sink) in real time.
-    pub fn gstreamer(rtmp: std::net::SocketAddr, key: &str, seconds: u32) -> Self {
-        let url = format!("location=rtmp://{rtmp}/live/{key}");
+    /// Pushes `seconds` of videotestsrc + audiotestsrc with GStreamer (x264enc, avenc_aac) in
+    /// real time, muxed and sent as `target` says.
+    pub fn gstreamer(target: GstTarget, seconds: u32) -> Self {
         let video_buffers = format!("num-buffers={}", seconds * 30);
         // audiotestsrc sends 1024 samples per buffer.
         let audio_buffers = format!("num-buffers={}", seconds * 48_000 / 1024);
-        let pipeline = [
+        let (mux, sink): (&[&str], Vec<String>) = match target {
+            GstTarget::Rtmp { addr, key } => (
+                &["flvmux", "name=mux", "streamable=true"],
+                vec![
+                    "rtmp2sink".into(),
+                    format!("location=rtmp://{addr}/live/{key}"),
+                ],
+            ),
+            GstTarget::Srt { addr, stream_id } => (
+                // 7 TS packets per SRT message, as libsrt callers send.
+                &["mpegtsmux", "name=mux", "alignment=7"],
+                vec![
+                    "srtsink".into(),
+                    format!("uri=srt://{addr}"),
+                    format!("streamid={stream_id}"),
+                    "latency=120".into(),
+                ],
+            ),
+        };
+        let mut pipeline: Vec<&str> = vec![
             "videotestsrc",
             "is-live=true",
             &video_buffers,
@@ -156,12 +192,11 @@ impl Publisher {
             "!",
             "queue",
             "!",
-            "flvmux",
-            "name=mux",
-            "streamable=true",
-            "!",
-            "rtmp2sink",
-            &url,
+        ];
+        pipeline.extend_from_slice(mux);
+        pipeline.push("!");
+        pipeline.extend(sink.iter().map(String::as_str));
+        pipeline.extend_from_slice(&[
             "audiotestsrc",
             "is-live=true",
             &audio_buffers,
@@ -179,7 +214,7 @@ impl Publisher {
             "queue",
             "!",
             "mux.",
-        ];
+        ]);
         let child = Command::new("gst-launch-1.0")
             .arg("-q")
             .args(pipeline)
