@@ -124,6 +124,50 @@ fn x_cache(response: &reqwest::Response) -> String {
         .unwrap_or_default()
 }
 
+/// `n` HTTP/2 connections (prior knowledge), for many streams in flight at once.
+fn h2_clients(n: usize) -> Vec<reqwest::Client> {
+    (0..n)
+        .map(|_| {
+            reqwest::Client::builder()
+                .http2_prior_knowledge()
+                .build()
+                .expect("client")
+        })
+        .collect()
+}
+
+/// Sends every URL at once, spread over `clients`; returns each status, X-Cache and body (empty
+/// unless `bodies`: an unread body is cancelled, which keeps bursts of large objects cheap).
+async fn all_at_once(
+    clients: &[reqwest::Client],
+    urls: impl IntoIterator<Item = String>,
+    bodies: bool,
+) -> Vec<(reqwest::StatusCode, String, bytes::Bytes)> {
+    let requests: Vec<_> = urls
+        .into_iter()
+        .enumerate()
+        .map(|(i, url)| {
+            let client = clients[i % clients.len()].clone();
+            tokio::spawn(async move {
+                let response = client.get(url).send().await.expect("request");
+                let status = response.status();
+                let cache = x_cache(&response);
+                let body = if bodies {
+                    response.bytes().await.expect("body")
+                } else {
+                    bytes::Bytes::new()
+                };
+                (status, cache, body)
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for request in requests {
+        outcomes.push(request.await.expect("task"));
+    }
+    outcomes
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_misses_make_one_upstream_request() {
     let up = Upstream::default();
@@ -133,29 +177,11 @@ async fn a_thousand_concurrent_misses_make_one_upstream_request() {
     let shield = start_shield(addr, dir.path()).await;
     let url = format!("http://{}/live/s/v/seg-7.m4s", shield.http_addr);
     // 10 HTTP/2 connections x 100 streams: a thousand requests in flight at once.
-    let clients: Vec<reqwest::Client> = (0..10)
-        .map(|_| {
-            reqwest::Client::builder()
-                .http2_prior_knowledge()
-                .build()
-                .expect("client")
-        })
-        .collect();
-    let mut requests = Vec::new();
-    for i in 0..1000 {
-        let client = clients[i % 10].clone();
-        let url = format!("{url}?CMCD=sid%3D%22viewer-{i}%22");
-        requests.push(tokio::spawn(async move {
-            let response = client.get(url).send().await.expect("request");
-            let status = response.status();
-            let cache = x_cache(&response);
-            (status, cache, response.bytes().await.expect("body"))
-        }));
-    }
+    let clients = h2_clients(10);
+    let urls = (0..1000).map(|i| format!("{url}?CMCD=sid%3D%22viewer-{i}%22"));
     let expected = segment_bytes(7);
     let mut outcomes: HashMap<String, usize> = HashMap::new();
-    for request in requests {
-        let (status, cache, body) = request.await.expect("task");
+    for (status, cache, body) in all_at_once(&clients, urls, true).await {
         assert_eq!(status, 200);
         assert!(body == expected, "body differs from upstream");
         *outcomes.entry(cache).or_default() += 1;
@@ -199,17 +225,8 @@ async fn playlist_expiry_makes_one_request_per_ttl() {
 
     // 200 clients ask right after the cached copy (max-age=1) expires.
     tokio::time::sleep(Duration::from_millis(1050).saturating_sub(filled_at.elapsed())).await;
-    let mut requests = Vec::new();
-    for _ in 0..200 {
-        let http = http.clone();
-        let url = url.clone();
-        requests.push(tokio::spawn(async move {
-            http.get(url).send().await.expect("get").status()
-        }));
-    }
-    for request in requests {
-        assert_eq!(request.await.expect("task"), 200);
-    }
+    let answers = all_at_once(std::slice::from_ref(&http), vec![url.clone(); 200], false).await;
+    assert!(answers.iter().all(|(status, _, _)| *status == 200));
     assert_eq!(
         up.count(path),
         2,
@@ -376,27 +393,11 @@ async fn a_fast_upstream_still_gets_one_request_per_object() {
     let (addr, _task) = start_upstream(up.clone()).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let shield = start_shield(addr, dir.path()).await;
-    let clients: Vec<reqwest::Client> = (0..10)
-        .map(|_| {
-            reqwest::Client::builder()
-                .http2_prior_knowledge()
-                .build()
-                .expect("client")
-        })
-        .collect();
+    let clients = h2_clients(10);
     for n in 100..105u32 {
         let url = format!("http://{}/live/s/v/seg-{n}.m4s", shield.http_addr);
-        let mut requests = Vec::new();
-        for i in 0..1000 {
-            let client = clients[i % 10].clone();
-            let url = url.clone();
-            requests.push(tokio::spawn(async move {
-                client.get(url).send().await.expect("request").status()
-            }));
-        }
-        for request in requests {
-            assert_eq!(request.await.expect("task"), 200);
-        }
+        let answers = all_at_once(&clients, vec![url; 1000], false).await;
+        assert!(answers.iter().all(|(status, _, _)| *status == 200));
         assert_eq!(
             up.count(&format!("/live/s/v/seg-{n}.m4s")),
             1,
