@@ -370,27 +370,71 @@ fn rss_bytes() -> u64 {
         * 1024
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_never_reads_is_dropped_without_slowing_others() {
+/// A server for the slow-reader tests: 4.5 kB messages at up to 2000/s, a broadcast ring of
+/// `capacity` frames and a `write_timeout`.
+async fn slow_reader_server(capacity: usize, write_timeout: Duration) -> Server {
     let mut config = test_config(Duration::from_secs(2));
     config.chat.rate_limit = 2000;
     config.chat.rate_burst = 2000;
-    config.chat.broadcast_capacity = 64;
-    config.chat.write_timeout = Duration::from_secs(1);
+    config.chat.broadcast_capacity = capacity;
+    config.chat.write_timeout = write_timeout;
     config.chat.max_message_chars = 5000;
-    let server = Server::start(config, None).await.expect("start");
-    let chat = server.chat.clone().expect("chat on");
-    let addr = server.http_addr;
+    Server::start(config, None).await.expect("start")
+}
 
-    // A reader with a tiny receive window that reads `joined` and then nothing.
+/// A client with a tiny receive window that reads `joined` and then nothing.
+async fn stalled_client(addr: SocketAddr, name: Option<&str>) -> Ws {
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket.set_recv_buffer_size(2048).expect("rcvbuf");
     let tcp = socket.connect(addr).await.expect("connect");
     let (mut stalled, _) =
-        tokio_tungstenite::client_async(chat_url(addr, "demo", None), MaybeTlsStream::Plain(tcp))
+        tokio_tungstenite::client_async(chat_url(addr, "demo", name), MaybeTlsStream::Plain(tcp))
             .await
             .expect("handshake");
     assert_eq!(next(&mut stalled).await["type"], "joined");
+    stalled
+}
+
+/// `sender` posts `total` copies of `text`, `pace` apart, while `listener` receives them all;
+/// the sender's own echoes are drained in the background. Returns the sender's writing half
+/// (it stays connected while held) and the draining task.
+async fn flood(
+    sender: Ws,
+    listener: &mut Ws,
+    text: &str,
+    total: usize,
+    pace: Duration,
+) -> (
+    futures_util::stream::SplitSink<Ws, Message>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (mut sink, mut echoes) = sender.split();
+    let drain = tokio::spawn(async move { while let Some(Ok(_)) = echoes.next().await {} });
+    let send = async {
+        for _ in 0..total {
+            let frame = json!({"type": "message", "text": text}).to_string();
+            sink.send(Message::text(frame)).await.expect("send");
+            if !pace.is_zero() {
+                tokio::time::sleep(pace).await;
+            }
+        }
+    };
+    let receive = async {
+        for _ in 0..total {
+            assert_eq!(next_message(listener).await["text"], text);
+        }
+    };
+    tokio::join!(send, receive);
+    (sink, drain)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_dropped_without_slowing_others() {
+    let server = slow_reader_server(64, Duration::from_secs(1)).await;
+    let chat = server.chat.clone().expect("chat on");
+    let addr = server.http_addr;
+
+    let mut stalled = stalled_client(addr, None).await;
     let (sender, _) = connect(addr, "demo", Some("sender")).await;
     let (mut listener, _) = connect(addr, "demo", None).await;
     assert_eq!(chat.connections(), 3);
@@ -399,22 +443,14 @@ async fn a_client_that_never_reads_is_dropped_without_slowing_others() {
     let text = "y".repeat(4500);
     let total = 1500;
     let started = Instant::now();
-    // The sender reads its own echoes in the background (it is not the slow one).
-    let (mut sink, mut echoes) = sender.split();
-    let drain = tokio::spawn(async move { while let Some(Ok(_)) = echoes.next().await {} });
-    let send = async {
-        for _ in 0..total {
-            let frame = json!({"type": "message", "text": text}).to_string();
-            sink.send(Message::text(frame)).await.expect("send");
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    };
-    let receive = async {
-        for _ in 0..total {
-            assert_eq!(next_message(&mut listener).await["text"], text.as_str());
-        }
-    };
-    tokio::join!(send, receive);
+    let (sink, drain) = flood(
+        sender,
+        &mut listener,
+        &text,
+        total,
+        Duration::from_millis(1),
+    )
+    .await;
     let elapsed = started.elapsed();
     assert!(
         elapsed < Duration::from_secs(5),
@@ -450,46 +486,16 @@ async fn a_client_that_never_reads_is_dropped_without_slowing_others() {
 /// sees the client's own pace, not a backlog released in one burst).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_still_heard() {
-    let mut config = test_config(Duration::from_secs(2));
-    config.chat.rate_limit = 2000;
-    config.chat.rate_burst = 2000;
     // The stalled session must fall behind on writes, not lag out of the broadcast.
-    config.chat.broadcast_capacity = 4096;
-    config.chat.write_timeout = Duration::from_secs(5);
-    config.chat.max_message_chars = 5000;
-    let server = Server::start(config, None).await.expect("start");
+    let server = slow_reader_server(4096, Duration::from_secs(5)).await;
     let addr = server.http_addr;
-
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket.set_recv_buffer_size(2048).expect("rcvbuf");
-    let tcp = socket.connect(addr).await.expect("connect");
-    let (mut stalled, _) = tokio_tungstenite::client_async(
-        chat_url(addr, "demo", Some("stalled")),
-        MaybeTlsStream::Plain(tcp),
-    )
-    .await
-    .expect("handshake");
-    assert_eq!(next(&mut stalled).await["type"], "joined");
+    let mut stalled = stalled_client(addr, Some("stalled")).await;
     let (flooder, _) = connect(addr, "demo", Some("flooder")).await;
     let (mut listener, _) = connect(addr, "demo", None).await;
 
     // 600 frames of 4.5 kB: far more than the socket buffers toward the stalled client hold.
     let text = "z".repeat(4500);
-    let total = 600;
-    let (mut sink, mut echoes) = flooder.split();
-    let drain = tokio::spawn(async move { while let Some(Ok(_)) = echoes.next().await {} });
-    let send = async {
-        for _ in 0..total {
-            let frame = json!({"type": "message", "text": text}).to_string();
-            sink.send(Message::text(frame)).await.expect("send");
-        }
-    };
-    let receive = async {
-        for _ in 0..total {
-            assert_eq!(next_message(&mut listener).await["text"], text.as_str());
-        }
-    };
-    tokio::join!(send, receive);
+    let (sink, drain) = flood(flooder, &mut listener, &text, 600, Duration::ZERO).await;
 
     let posted = Instant::now();
     say(&mut stalled, "still here").await;
