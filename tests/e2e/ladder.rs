@@ -42,6 +42,21 @@ fn ladder_config(source: bool, renditions: Vec<RenditionConfig>) -> Config {
     config
 }
 
+/// A server with a 360p + 240p ladder (x264 superfast), with or without the source rendition;
+/// returns it and the stream `demo`'s base URL.
+async fn small_ladder(source: bool) -> (Server, String) {
+    let config = ladder_config(
+        source,
+        vec![
+            rendition("360p", 360, 700, "superfast"),
+            rendition("240p", 240, 400, "superfast"),
+        ],
+    );
+    let server = Server::start(config, None).await.expect("start");
+    let base = format!("http://{}/live/demo", server.http_addr);
+    (server, base)
+}
+
 /// Spawns `ffmpeg -re <input args> -f flv rtmp://.../live/<key>`.
 fn publish(rtmp: std::net::SocketAddr, key: &str, args: &[&str]) -> Publisher {
     let url = format!("rtmp://{rtmp}/live/{key}");
@@ -373,15 +388,7 @@ async fn a_720p_source_becomes_an_aligned_ladder() {
 async fn an_irregular_gop_without_audio_stays_aligned() {
     require_tools();
     let logs = Logs::capture();
-    let config = ladder_config(
-        true,
-        vec![
-            rendition("360p", 360, 700, "superfast"),
-            rendition("240p", 240, 400, "superfast"),
-        ],
-    );
-    let server = Server::start(config, None).await.expect("start");
-    let base = format!("http://{}/live/demo", server.http_addr);
+    let (server, base) = small_ladder(true).await;
     let http = client();
     // Keyframes every 50 frames (1.67 s) and on scene cuts: boundaries fall on the first source
     // keyframe at or after each 2 s target.
@@ -423,15 +430,7 @@ async fn an_irregular_gop_without_audio_stays_aligned() {
 async fn an_all_transcoded_ladder_cuts_exactly_and_reconnects_in_step() {
     require_tools();
     let _logs = Logs::capture();
-    let config = ladder_config(
-        false,
-        vec![
-            rendition("360p", 360, 700, "superfast"),
-            rendition("240p", 240, 400, "superfast"),
-        ],
-    );
-    let server = Server::start(config, None).await.expect("start");
-    let base = format!("http://{}/live/demo", server.http_addr);
+    let (server, base) = small_ladder(false).await;
     let http = client();
     // A source GOP (50 frames) that never lines up with 2 s: without a passthrough rendition
     // boundaries are time-based and exact anyway.
@@ -540,15 +539,7 @@ async fn a_resolution_change_gets_a_new_init_in_every_rendition() {
     }
     let joined = dir.path().join("joined.flv");
     std::fs::write(&joined, concat_flv(&parts[0], &parts[1])).expect("write");
-    let config = ladder_config(
-        true,
-        vec![
-            rendition("360p", 360, 700, "superfast"),
-            rendition("240p", 240, 400, "superfast"),
-        ],
-    );
-    let server = Server::start(config, None).await.expect("start");
-    let base = format!("http://{}/live/demo", server.http_addr);
+    let (server, base) = small_ladder(true).await;
     let http = client();
     let path = joined.display().to_string();
     let publisher = publish(server.rtmp_addr, "demo", &["-i", &path, "-c", "copy"]);
