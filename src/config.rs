@@ -477,6 +477,21 @@ impl ShieldConfig {
     }
 }
 
+/// Edits the shipped config (`from` -> `to`, first occurrence) and checks that each edit is
+/// refused with exactly `message`.
+#[cfg(test)]
+pub(crate) fn assert_refused_edits(cases: &[(&str, &str, &str)]) {
+    for (from, to, message) in cases {
+        assert!(
+            DEFAULT_TOML.contains(from),
+            "{from} not in the shipped config"
+        );
+        let text = DEFAULT_TOML.replacen(from, to, 1);
+        let error = Config::from_toml(&text).expect_err(to);
+        assert_eq!(error.to_string(), *message);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -590,15 +605,7 @@ mod tests {
                 "keys[0].key: must be 4-256 characters without whitespace, '/' or '?'",
             ),
         ];
-        for (from, to, message) in cases {
-            assert!(
-                DEFAULT_TOML.contains(from),
-                "{from} not in the shipped config"
-            );
-            let text = DEFAULT_TOML.replacen(from, to, 1);
-            let error = Config::from_toml(&text).expect_err(to);
-            assert_eq!(error.to_string(), *message);
-        }
+        assert_refused_edits(cases);
     }
 
     #[test]
