@@ -17,6 +17,7 @@ pub mod gop;
 pub mod governor;
 mod nal;
 pub mod rung;
+pub mod thumbnail;
 
 use decoder::DecoderInput;
 use ffmpeg_next as ffmpeg;
@@ -30,6 +31,7 @@ use tokio::sync::mpsc;
 pub use gop::{Boundary, Cadence, Cue, CutMode};
 pub use governor::Governor;
 pub use rung::Rung;
+pub use thumbnail::Thumbnailer;
 
 /// Source frames queued for the decoder thread (about 68 s at 30 fps). A full queue means
 /// transcoding fell hopelessly behind: frames are dropped (counted) rather than blocking ingest;
