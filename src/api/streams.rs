@@ -153,7 +153,8 @@ pub struct Stream {
     pub started_at: Option<String>,
     /// End of the last instance, RFC 3339 (null while live).
     pub ended_at: Option<String>,
-    /// Thumbnail URL (none yet: Headwater does not make thumbnails).
+    /// JPEG of a recent keyframe, 320 pixels wide, renewed every 10 s of media (while the
+    /// stream's instance is in the live store).
     pub thumbnail_url: Option<String>,
     /// Renditions while live (empty before the first segment and after the end).
     pub renditions: Vec<Rendition>,
@@ -342,7 +343,12 @@ impl Api {
             status,
             started_at: started_at.map(rfc3339),
             ended_at: ended_at.map(rfc3339),
-            thumbnail_url: None,
+            thumbnail_url: self
+                .inner
+                .media
+                .stream(name)
+                .and_then(|entry| entry.thumbnail())
+                .map(|_| format!("/live/{name}/{}", crate::cache::origin::THUMBNAIL_FILE)),
             renditions: self.renditions(name, live_state),
             ingest,
             viewers: self.inner.viewers.counts(name),

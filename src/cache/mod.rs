@@ -220,8 +220,11 @@ impl moka::Expiry<ObjectKey, Arc<Expiring>> for PerEntryTtl {
     }
 }
 
+/// Playlists and thumbnails change under their URI (cached for their lifetime, like
+/// playlists); everything else is immutable media.
 fn is_playlist(key: &ObjectKey) -> bool {
-    key.path().ends_with(".m3u8")
+    let path = key.path();
+    path.ends_with(".m3u8") || path.ends_with(origin::THUMBNAIL_FILE)
 }
 
 /// `#EXT-X-TARGETDURATION` of a media playlist body.

@@ -9,6 +9,9 @@ use std::sync::Arc;
 /// which supplies it).
 pub type Represent = fn(&Object) -> CachedObject;
 
+/// A stream's thumbnail: `/live/<stream>/thumbnail.jpg`.
+pub const THUMBNAIL_FILE: &str = "thumbnail.jpg";
+
 /// Fills from the in-memory live store: `/live/<stream>/<rendition>/<file>`.
 pub struct StoreSource {
     store: Arc<Store>,
@@ -35,6 +38,7 @@ impl StoreSource {
         let entry = self.store.stream(&stream)?;
         match parts.next() {
             None if second == "index.m3u8" => entry.multivariant(),
+            None if second == THUMBNAIL_FILE => entry.thumbnail(),
             None => None,
             Some(file) if parts.next().is_none() => {
                 let rendition = RenditionName::parse(second).ok()?;

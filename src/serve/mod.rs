@@ -46,7 +46,8 @@ fn stream_name(raw: &str) -> Result<StreamName, ServeError> {
     StreamName::parse(raw).map_err(|e| ServeError::BadRequest(e.to_string()))
 }
 
-/// Playlists come straight from the store: rendered once per change, never stale.
+/// Mutable objects (playlists, the thumbnail) come straight from the store: rendered once per
+/// change, never stale.
 fn serve_playlist(
     state: &OriginState,
     uri: &Uri,
@@ -61,14 +62,16 @@ fn serve_playlist(
     Ok(object::respond(headers, &object::represent(&object), None))
 }
 
-async fn multivariant(
+/// The stream-level files: the multivariant playlist and the thumbnail (both mutable, both
+/// read from the store on every request).
+async fn stream_file(
     State(state): State<OriginState>,
     Path((stream, file)): Path<(String, String)>,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ServeError> {
     stream_name(&stream)?;
-    if file != PLAYLIST_FILE {
+    if file != PLAYLIST_FILE && file != crate::cache::origin::THUMBNAIL_FILE {
         return Err(ServeError::NotFound);
     }
     serve_playlist(&state, &uri, &headers)
@@ -154,7 +157,7 @@ pub fn origin_router(state: OriginState, observability: Observability) -> Router
     let api = state.api.clone();
     let chat = state.chat.as_ref().map(crate::chat::Chat::router);
     let mut media = Router::new()
-        .route("/live/{stream}/{file}", get(multivariant))
+        .route("/live/{stream}/{file}", get(stream_file))
         .route("/live/{stream}/{rendition}/{file}", get(rendition_file))
         .layer(cors())
         .with_state(state);

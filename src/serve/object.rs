@@ -22,15 +22,16 @@ fn content_type(kind: ObjectKind) -> &'static str {
         }
         ObjectKind::Init => "video/mp4",
         ObjectKind::Segment => "video/iso.segment",
+        ObjectKind::Thumbnail => "image/jpeg",
     }
 }
 
-/// Playlists live for half a target duration (at least 1 s); ended ones could live longer, but
-/// a restarted stream reuses the playlist URL, so they do not.
+/// Playlists (and thumbnails) live for half a target duration (at least 1 s); ended ones could
+/// live longer, but a restarted stream reuses the URL, so they do not.
 fn cache_control(object: &Object) -> String {
     match object.kind {
         ObjectKind::Init | ObjectKind::Segment => IMMUTABLE.to_owned(),
-        ObjectKind::MultivariantPlaylist | ObjectKind::MediaPlaylist => {
+        ObjectKind::MultivariantPlaylist | ObjectKind::MediaPlaylist | ObjectKind::Thumbnail => {
             let half = (object.target_duration / 2).max(Duration::from_secs(1));
             format!("public, max-age={}", half.as_secs())
         }

@@ -25,6 +25,8 @@ pub enum ObjectKind {
     Init,
     /// A media segment; immutable under its URI.
     Segment,
+    /// A JPEG of a recent keyframe (`thumbnail.jpg`); replaced every few seconds.
+    Thumbnail,
 }
 
 /// One fetchable object: bytes plus what serving needs to describe them.
@@ -68,6 +70,7 @@ struct RenditionObjects {
 #[derive(Debug, Default)]
 struct StreamObjects {
     multivariant: Option<Object>,
+    thumbnail: Option<Object>,
     renditions: HashMap<RenditionName, RenditionObjects>,
 }
 
@@ -165,6 +168,16 @@ impl StreamEntry {
     /// Replaces the multivariant playlist.
     pub fn put_multivariant(&self, playlist: Object) {
         self.write().multivariant = Some(playlist);
+    }
+
+    /// Replaces the stream's thumbnail.
+    pub fn put_thumbnail(&self, thumbnail: Object) {
+        self.write().thumbnail = Some(thumbnail);
+    }
+
+    /// The stream's latest thumbnail, once there is one.
+    pub fn thumbnail(&self) -> Option<Object> {
+        self.read().thumbnail.clone()
     }
 
     /// The multivariant playlist, once there is one.

@@ -6,15 +6,18 @@
 //! and sends back each rung's encoded frames carrying it, which go to that rung's cutter. Audio
 //! (the source AAC) goes to every cutter. The task never waits on the codec threads: a full
 //! decoder queue drops frames (counted), and the governor sheds the most expensive rung when
-//! the slowest falls `ladder.max_lag` behind.
+//! the slowest falls `ladder.max_lag` behind. Every [`THUMBNAIL_INTERVAL`] of media one source
+//! keyframe goes to the thumbnail thread, which stores `thumbnail.jpg`.
 
 use super::renditions::{Kind, Renditions};
 use super::{Attached, IngestRates, PublisherState, Slots, StreamEvent};
 use crate::config::{HlsConfig, StreamLadder, SOURCE_RENDITION};
 use crate::names::{RenditionName, StreamName};
 use crate::package::SegmentError;
-use crate::store::Store;
-use crate::transcode::{self, Boundary, Cadence, Cue, CutMode, Governor, Output, Rung, Transcoder};
+use crate::store::{Object, ObjectKind, Store};
+use crate::transcode::{
+    self, Boundary, Cadence, Cue, CutMode, Governor, Output, Rung, Thumbnailer, Transcoder,
+};
 use headwater_ingest::{AvcConfig, IngestEvent, MediaFrame, Track};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -23,6 +26,16 @@ use tracing::{error, info, warn};
 
 /// How often lag and realtime-factor gauges are updated.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
+/// Media time between thumbnails (taken at the first keyframe after it).
+pub(crate) const THUMBNAIL_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The stream's thumbnail thread and when it last took a keyframe (media milliseconds).
+#[derive(Default)]
+struct Thumbnails {
+    thread: Option<Thumbnailer>,
+    last_ms: Option<i64>,
+    failed: bool,
+}
 
 /// One publisher session's transcoding.
 struct Session {
@@ -63,6 +76,7 @@ pub(super) struct StreamTask {
     audio_config: Option<IngestEvent>,
     session: Option<Session>,
     last_keyframe_arrival: Option<Instant>,
+    thumbnails: Thumbnails,
     ingest_stats: super::ingest_stats::IngestStats,
     events: broadcast::Sender<StreamEvent>,
     started_at: SystemTime,
@@ -142,6 +156,7 @@ impl StreamTask {
             audio_config: None,
             session: None,
             last_keyframe_arrival: None,
+            thumbnails: Thumbnails::default(),
         }
     }
 
@@ -302,6 +317,7 @@ impl StreamTask {
             Cue::Video { frame, boundary } => {
                 if keyframe {
                     self.last_keyframe_arrival = Some(arrived);
+                    self.thumbnail(&frame);
                 }
                 if self.transcoded_rungs() > 0 {
                     self.transcode(&frame, boundary, arrived);
@@ -312,6 +328,42 @@ impl StreamTask {
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// Offers a source keyframe to the thumbnail thread when the last one is
+    /// [`THUMBNAIL_INTERVAL`] old (never waits: a busy thread skips it).
+    fn thumbnail(&mut self, frame: &MediaFrame) {
+        let Some(config) = &self.video_config else {
+            return;
+        };
+        let now_ms = frame.dts.rescale(1000).ticks;
+        let interval = i64::try_from(THUMBNAIL_INTERVAL.as_millis()).unwrap_or(i64::MAX);
+        let t = &mut self.thumbnails;
+        // A reconnect restarts nothing, but a timeline that went back (it should not) must
+        // not stop thumbnails for good.
+        if t.failed
+            || t.last_ms
+                .is_some_and(|last| (0..interval).contains(&(now_ms - last)))
+        {
+            return;
+        }
+        if t.thread.is_none() {
+            let entry = self.renditions.entry().clone();
+            let target = self.hls.segment_target;
+            match Thumbnailer::start(self.stream.as_str(), move |jpeg| {
+                entry.put_thumbnail(Object::new(ObjectKind::Thumbnail, jpeg, target));
+            }) {
+                Ok(thread) => t.thread = Some(thread),
+                Err(error) => {
+                    warn!(stream = %self.stream, %error, "no thumbnails for this stream");
+                    t.failed = true;
+                    return;
+                }
+            }
+        }
+        if t.thread.as_ref().is_some_and(|th| th.offer(config, frame)) {
+            t.last_ms = Some(now_ms);
         }
     }
 

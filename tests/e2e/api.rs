@@ -808,3 +808,75 @@ async fn a_hanging_webhook_receiver_does_not_delay_stream_start() {
     );
     server.shutdown().await;
 }
+
+/// A live stream gets a thumbnail: its URL in the API, a 320x180 JPEG (from a 640x360 source)
+/// that is renewed after 10 s of media, served with a short lifetime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_stream_has_a_thumbnail_that_is_renewed() {
+    require_tools();
+    let _logs = Logs::capture();
+    let server = Server::start(test_config(Duration::from_secs(2)), None)
+        .await
+        .expect("start");
+    let base = format!("http://{}", server.http_addr);
+    let http = client();
+    let publisher = Publisher::start(server.rtmp_addr, "demo", 14);
+    let url = wait_for(
+        "a thumbnail URL in the API",
+        Duration::from_secs(20),
+        || async {
+            let (status, stream) = call(
+                &http,
+                "GET",
+                &format!("{base}/api/v1/streams/demo"),
+                None,
+                None,
+            )
+            .await;
+            (status == 200)
+                .then(|| stream["thumbnail_url"].as_str().map(str::to_owned))
+                .flatten()
+        },
+    )
+    .await;
+    assert_eq!(url, "/live/demo/thumbnail.jpg");
+    let fetch = || async {
+        let response = http.get(format!("{base}{url}")).send().await.expect("get");
+        assert_eq!(response.status(), 200);
+        let header = |name| response.headers()[name].to_str().expect("ascii").to_owned();
+        let (kind, cache, etag) = (
+            header("content-type"),
+            header("cache-control"),
+            header("etag"),
+        );
+        (kind, cache, etag, response.bytes().await.expect("body"))
+    };
+    let (kind, cache, first_etag, jpeg) = fetch().await;
+    assert_eq!(kind, "image/jpeg");
+    assert_eq!(
+        cache, "public, max-age=1",
+        "a thumbnail lives like a playlist"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("thumb.jpg");
+    std::fs::write(&file, &jpeg).expect("write");
+    let probed = ffprobe(
+        &file,
+        &[
+            "-show_entries",
+            "stream=codec_name,width,height",
+            "-of",
+            "csv=p=0",
+        ],
+    );
+    assert_eq!(probed.trim(), "mjpeg,320,180");
+    // The next one comes at the first keyframe after 10 s of media (GOP 2 s).
+    wait_for("a renewed thumbnail", Duration::from_secs(20), || async {
+        let (_, _, etag, _) = fetch().await;
+        (etag != first_etag).then_some(())
+    })
+    .await;
+    let (status, _) = publisher.wait(Duration::from_secs(30));
+    assert!(status.success());
+    server.shutdown().await;
+}

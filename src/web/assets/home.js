@@ -28,6 +28,14 @@
       badge.className = 'badge';
       badge.textContent = 'LIVE';
       link.append(badge, ' ', title, meta);
+      if (stream.thumbnail_url) {
+        // max-age of about a second: each refresh revalidates (304) until a new one is taken.
+        const thumb = document.createElement('img');
+        thumb.className = 'thumb';
+        thumb.alt = '';
+        thumb.src = stream.thumbnail_url;
+        link.prepend(thumb);
+      }
       item.append(link);
       return item;
     }));
