@@ -438,6 +438,19 @@ pub(crate) fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Respon
         .into_response()
 }
 
+/// A response of already serialized JSON.
+pub(crate) fn json_body(status: StatusCode, body: bytes::Bytes) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
 /// A path's stream name, or a 400 naming it.
 pub(crate) fn parse_stream(raw: &str) -> Result<StreamName, ApiError> {
     StreamName::parse(raw).map_err(|e| ApiError::BadRequest(format!("name: {e}")))

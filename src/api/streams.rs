@@ -9,7 +9,7 @@
 
 use super::error::{ApiError, ErrorBody};
 use super::store::{After, RecordedStatus, SessionRecord, StreamPatch, StreamQuery, StreamRecord};
-use super::{json, millis, parse_stream, viewers::ViewerCounts, Admin, Api, ApiJson};
+use super::{json, json_body, millis, parse_stream, viewers::ViewerCounts, Admin, Api, ApiJson};
 use crate::names::StreamName;
 use crate::stream::{PublisherState, StreamSnapshot};
 use axum::extract::{Path, Query, State};
@@ -30,6 +30,10 @@ const MAX_LIMIT: u32 = 200;
 const HISTORY: u32 = 10;
 /// Cached metadata lives at most this long (a safety net: changes invalidate it at once).
 const CACHE_TTL: Duration = Duration::from_secs(60);
+/// A serialized listing is reused this long: pollers of one query cost one serialization per
+/// second. Live fields (viewers, ingest rates) are then up to this old; stream starts and ends
+/// and metadata edits bump the generation in the key and show at once.
+const LIST_BODY_TTL: Duration = Duration::from_secs(1);
 
 /// RFC 3339 (UTC) text of Unix milliseconds.
 pub(crate) fn rfc3339(millis: i64) -> String {
@@ -54,6 +58,8 @@ type ParsedRenditions = (Arc<str>, Arc<Vec<Rendition>>);
 pub struct MetaCache {
     generation: AtomicU64,
     pages: moka::future::Cache<String, Page>,
+    /// Serialized listings by the same key as `pages` ([`LIST_BODY_TTL`]).
+    bodies: moka::future::Cache<String, bytes::Bytes>,
     records: moka::future::Cache<(u64, StreamName), CachedRecord>,
     /// Renditions per stream, with the multivariant playlist ETag they were parsed from.
     renditions: Mutex<HashMap<StreamName, ParsedRenditions>>,
@@ -66,6 +72,10 @@ impl MetaCache {
             pages: moka::future::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(CACHE_TTL)
+                .build(),
+            bodies: moka::future::Cache::builder()
+                .max_capacity(1_000)
+                .time_to_live(LIST_BODY_TTL)
                 .build(),
             records: moka::future::Cache::builder()
                 .max_capacity(10_000)
@@ -425,20 +435,28 @@ pub async fn list(
         limit: limit + 1,
     };
     let loader = api.clone();
-    let page = api
+    let body = api
         .inner
         .cache
-        .pages
-        .try_get_with(key, async move {
-            let mut rows = loader.blocking(move |s| s.list_streams(&query)).await?;
-            let next = (rows.len() > limit as usize).then(|| {
-                rows.truncate(limit as usize);
-                rows.last().map(|r| After {
-                    sort_at: r.sort_at,
-                    name: r.name.to_string(),
+        .bodies
+        .try_get_with(key.clone(), async move {
+            let page = loader.page(key, query, limit).await?;
+            let snapshots: HashMap<StreamName, StreamSnapshot> =
+                loader.inner.registry.snapshots().into_iter().collect();
+            let list = StreamList {
+                streams: page
+                    .0
+                    .iter()
+                    .map(|r| loader.compose(&r.name, Some(r), snapshots.get(&r.name)))
+                    .collect(),
+                next_cursor: page.1.as_ref().map(encode_cursor),
+            };
+            serde_json::to_vec(&list)
+                .map(bytes::Bytes::from)
+                .map_err(|e| super::store::StoreError::Corrupt {
+                    table: "streams",
+                    message: e.to_string(),
                 })
-            });
-            Ok::<_, super::store::StoreError>(Arc::new((rows, next.flatten())))
         })
         .await
         .map_err(|e| {
@@ -447,20 +465,38 @@ pub async fn list(
                 message: e.to_string(),
             })
         })?;
-    let snapshots: HashMap<StreamName, StreamSnapshot> =
-        api.inner.registry.snapshots().into_iter().collect();
-    let streams = page
-        .0
-        .iter()
-        .map(|r| api.compose(&r.name, Some(r), snapshots.get(&r.name)))
-        .collect();
-    Ok(json(
-        StatusCode::OK,
-        &StreamList {
-            streams,
-            next_cursor: page.1.as_ref().map(encode_cursor),
-        },
-    ))
+    Ok(json_body(StatusCode::OK, body))
+}
+
+impl Api {
+    /// One page of stream records for `query` (`limit` rows and the cursor after them).
+    async fn page(
+        &self,
+        key: String,
+        query: StreamQuery,
+        limit: u32,
+    ) -> Result<Page, super::store::StoreError> {
+        let loader = self.clone();
+        self.inner
+            .cache
+            .pages
+            .try_get_with(key, async move {
+                let mut rows = loader.blocking(move |s| s.list_streams(&query)).await?;
+                let next = (rows.len() > limit as usize).then(|| {
+                    rows.truncate(limit as usize);
+                    rows.last().map(|r| After {
+                        sort_at: r.sort_at,
+                        name: r.name.to_string(),
+                    })
+                });
+                Ok::<_, super::store::StoreError>(Arc::new((rows, next.flatten())))
+            })
+            .await
+            .map_err(|e| super::store::StoreError::Corrupt {
+                table: "streams",
+                message: e.to_string(),
+            })
+    }
 }
 
 /// One stream: metadata, live state and recent history.
