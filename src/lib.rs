@@ -145,6 +145,7 @@ fn observability(config: &ObserveConfig, metrics: Option<Metrics>) -> Observabil
         readiness: Readiness::default(),
         qoe: Arc::new(Qoe::new(config.qoe_window)),
         access_log: config.access_log,
+        requests: Arc::default(),
     }
 }
 

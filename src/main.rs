@@ -61,7 +61,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve { config, dev_tls } => {
-            observe::init_logging(cli.log_format);
+            let _log = observe::init_logging(cli.log_format);
             let mut config = load(config)?;
             if dev_tls {
                 config.tls.self_signed = true;
@@ -77,7 +77,7 @@ fn main() -> anyhow::Result<()> {
             listen,
             config,
         } => {
-            observe::init_logging(cli.log_format);
+            let _log = observe::init_logging(cli.log_format);
             let mut config = load(config)?;
             if let Some(upstream) = upstream {
                 config.shield.upstream = upstream;

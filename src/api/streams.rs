@@ -51,7 +51,7 @@ type Page = Arc<(Vec<StreamRecord>, Option<After>)>;
 /// A cached stream record with its recent instances (None: unknown stream).
 type CachedRecord = Arc<Option<(StreamRecord, Vec<SessionRecord>)>>;
 /// Renditions parsed from the multivariant playlist with that ETag.
-type ParsedRenditions = (Arc<str>, Arc<Vec<Rendition>>);
+type ParsedRenditions = (bytes::Bytes, Arc<Vec<Rendition>>);
 
 /// Cached pages and records, keyed with a generation number that every change bumps: an
 /// entry computed before a change is stored under the old generation and never read again.

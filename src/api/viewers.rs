@@ -19,6 +19,7 @@ use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use utoipa::ToSchema;
@@ -81,7 +82,13 @@ impl Viewers {
     fn record(&self, stream: &StreamName, session: [u8; 16], source: Source) {
         let now = Instant::now();
         let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
-        let sessions = streams.entry(stream.clone()).or_default();
+        // Look up before `entry`, which would clone the name on every request.
+        if !streams.contains_key(stream) {
+            streams.insert(stream.clone(), HashMap::new());
+        }
+        let Some(sessions) = streams.get_mut(stream) else {
+            return;
+        };
         if sessions.len() >= MAX_SESSIONS && !sessions.contains_key(&session) {
             let window = self.window;
             sessions.retain(|_, seen| {
@@ -157,12 +164,16 @@ fn http_session(request: &Request) -> [u8; 16] {
     match cmcd.session {
         Some(sid) => session_key("sid", &[sid.as_bytes()]),
         None => {
-            let ip = client_ip(request.extensions()).to_string();
+            // The address as 16 bytes (IPv4 mapped), hashed without formatting it.
+            let ip = match client_ip(request.extensions()) {
+                IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+                IpAddr::V6(v6) => v6.octets(),
+            };
             let agent = request
                 .headers()
                 .get(header::USER_AGENT)
                 .map_or(&[][..], HeaderValue::as_bytes);
-            session_key("addr", &[ip.as_bytes(), agent])
+            session_key("addr", &[&ip, agent])
         }
     }
 }

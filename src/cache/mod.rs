@@ -7,6 +7,7 @@
 
 pub mod breaker;
 pub mod fill;
+mod headers;
 pub mod hybrid;
 pub mod key;
 pub mod origin;
@@ -18,12 +19,14 @@ pub use key::ObjectKey;
 use bytes::Bytes;
 use fill::{Fill, Fills};
 use foyer::HybridCache;
+use http::HeaderValue;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// One cached response: the body and the headers a cache must replay.
+/// One cached response: the body and the headers a cache must replay, kept as ready
+/// `HeaderValue`s (validated once, when the object is built; cloning one is a reference count).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CachedObject {
     /// 200 for content; 404 for a (briefly cached) miss.
@@ -31,13 +34,17 @@ pub struct CachedObject {
     /// The body.
     pub body: Bytes,
     /// Content-Type.
-    pub content_type: Option<String>,
+    #[serde(with = "headers")]
+    pub content_type: Option<HeaderValue>,
     /// Strong ETag, quoted.
-    pub etag: Option<String>,
+    #[serde(with = "headers")]
+    pub etag: Option<HeaderValue>,
     /// Cache-Control as the source sent it (or as the origin's policy set it).
-    pub cache_control: Option<String>,
+    #[serde(with = "headers")]
+    pub cache_control: Option<HeaderValue>,
     /// Last-Modified.
-    pub last_modified: Option<String>,
+    #[serde(with = "headers")]
+    pub last_modified: Option<HeaderValue>,
     /// When the object was fetched from its source, in Unix milliseconds.
     pub fetched_at_ms: u64,
     /// The source's Age header at fetch time, in seconds.
@@ -59,9 +66,9 @@ impl CachedObject {
         Self {
             status: 404,
             body: Bytes::from_static(b"not found\n"),
-            content_type: Some("text/plain; charset=utf-8".into()),
+            content_type: Some(HeaderValue::from_static("text/plain; charset=utf-8")),
             etag: None,
-            cache_control: Some("max-age=1".into()),
+            cache_control: Some(HeaderValue::from_static("max-age=1")),
             last_modified: None,
             fetched_at_ms: unix_ms(SystemTime::now()),
             source_age: 0,
@@ -76,7 +83,7 @@ impl CachedObject {
 
     /// The `max-age` of its Cache-Control, if any.
     pub fn max_age(&self) -> Option<Duration> {
-        let cc = self.cache_control.as_deref()?;
+        let cc = self.cache_control.as_ref()?.to_str().ok()?;
         cc.split(',').find_map(|d| {
             d.trim()
                 .strip_prefix("max-age=")?
@@ -89,8 +96,10 @@ impl CachedObject {
 
     /// False when Cache-Control forbids shared caching (`no-store`, `private`, `no-cache`).
     pub fn storable(&self) -> bool {
-        !self.cache_control.as_deref().is_some_and(|cc| {
-            cc.split(',')
+        !self.cache_control.as_ref().is_some_and(|cc| {
+            cc.to_str()
+                .unwrap_or_default()
+                .split(',')
                 .map(str::trim)
                 .any(|d| d == "no-store" || d == "private" || d == "no-cache")
         })

@@ -3,7 +3,9 @@
 
 use super::breaker::Breaker;
 use super::{unix_ms, CachedObject, ObjectKey, Source, SourceError};
-use reqwest::header::{HeaderMap, AGE, CACHE_CONTROL, CONTENT_TYPE, ETAG, LAST_MODIFIED};
+use reqwest::header::{
+    HeaderMap, HeaderValue, AGE, CACHE_CONTROL, CONTENT_TYPE, ETAG, LAST_MODIFIED,
+};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -95,11 +97,9 @@ enum Attempt {
     Retry(SourceError),
 }
 
-fn header(headers: &HeaderMap, name: reqwest::header::HeaderName) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
+/// A header to replay: kept as received (visible ASCII only, as before replaying it).
+fn header(headers: &HeaderMap, name: reqwest::header::HeaderName) -> Option<HeaderValue> {
+    headers.get(name).filter(|v| v.to_str().is_ok()).cloned()
 }
 
 impl Upstream {
@@ -182,7 +182,9 @@ impl Upstream {
             cache_control: header(&headers, CACHE_CONTROL),
             last_modified: header(&headers, LAST_MODIFIED),
             fetched_at_ms: unix_ms(SystemTime::now()),
-            source_age: header(&headers, AGE)
+            source_age: headers
+                .get(AGE)
+                .and_then(|a| a.to_str().ok())
                 .and_then(|a| a.trim().parse().ok())
                 .unwrap_or(0),
         })

@@ -5,6 +5,7 @@
 //! Metric names follow `headwater_<area>_<what>_<unit>`; labels are bounded (route class,
 //! method, status class, protocol, stream name, tier), never a path or a client address.
 
+pub mod batched;
 pub mod cmcd;
 pub mod qoe;
 
@@ -97,13 +98,34 @@ pub enum LogFormat {
     Json,
 }
 
-/// Sets up `tracing` output; `RUST_LOG` overrides the default `info` filter.
-pub fn init_logging(format: LogFormat) {
+/// Keeps the log flushing thread; dropping it writes out every pending line.
+pub type LogGuard = batched::BatchGuard<std::io::Stderr>;
+
+/// Sets up `tracing` output on stderr, batched (see [`batched`]); `RUST_LOG` overrides the
+/// default `info` filter. Keep the guard until exit; `None` when the flushing thread could not
+/// start (lines then go straight to stderr).
+pub fn init_logging(format: LogFormat) -> Option<LogGuard> {
+    match batched::batched(std::io::stderr()) {
+        Ok((writer, guard)) => {
+            install_logging(format, writer);
+            Some(guard)
+        }
+        Err(_) => {
+            install_logging(format, std::io::stderr);
+            None
+        }
+    }
+}
+
+fn install_logging<W>(format: LogFormat, writer: W)
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),

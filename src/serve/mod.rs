@@ -19,8 +19,8 @@ use crate::cache::origin::StoreSource;
 use crate::cache::upstream::Upstream;
 use crate::cache::{Cache, ObjectKey};
 use crate::names::{RenditionName, StreamName};
-use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderName, Method, Uri};
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderName, Method};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
@@ -48,55 +48,55 @@ fn stream_name(raw: &str) -> Result<StreamName, ServeError> {
 
 /// Mutable objects (playlists, the thumbnail) come straight from the store: rendered once per
 /// change, never stale.
-fn serve_playlist(
-    state: &OriginState,
-    uri: &Uri,
-    headers: &HeaderMap,
-) -> Result<Response, ServeError> {
-    let key = ObjectKey::new(uri.path(), uri.query());
+fn serve_playlist(state: &OriginState, request: &Request) -> Result<Response, ServeError> {
+    let key = ObjectKey::new(request.uri().path(), request.uri().query());
     let object = state
         .cache
         .source()
         .lookup(&key)
         .ok_or(ServeError::NotFound)?;
-    Ok(object::respond(headers, &object::represent(&object), None))
+    Ok(object::respond(
+        request.headers(),
+        &object::represent(&object),
+        None,
+    ))
 }
 
+// Handlers take the whole `Request` (moved, not copied) rather than `Uri` and `HeaderMap`
+// extractors, which clone both on every request.
 /// The stream-level files: the multivariant playlist and the thumbnail (both mutable, both
 /// read from the store on every request).
 async fn stream_file(
     State(state): State<OriginState>,
     Path((stream, file)): Path<(String, String)>,
-    uri: Uri,
-    headers: HeaderMap,
+    request: Request,
 ) -> Result<Response, ServeError> {
     stream_name(&stream)?;
     if file != PLAYLIST_FILE && file != crate::cache::origin::THUMBNAIL_FILE {
         return Err(ServeError::NotFound);
     }
-    serve_playlist(&state, &uri, &headers)
+    serve_playlist(&state, &request)
 }
 
 async fn rendition_file(
     State(state): State<OriginState>,
     Path((stream, rendition, file)): Path<(String, String, String)>,
-    uri: Uri,
-    headers: HeaderMap,
+    request: Request,
 ) -> Result<Response, ServeError> {
     stream_name(&stream)?;
     RenditionName::parse(&rendition).map_err(|e| ServeError::BadRequest(e.to_string()))?;
     if file == PLAYLIST_FILE {
-        return serve_playlist(&state, &uri, &headers);
+        return serve_playlist(&state, &request);
     }
     let served = state
         .cache
-        .get(&ObjectKey::new(uri.path(), uri.query()))
+        .get(&ObjectKey::new(request.uri().path(), request.uri().query()))
         .await?;
     if served.object.status == 404 {
         return Err(ServeError::NotFound);
     }
     Ok(object::respond(
-        &headers,
+        request.headers(),
         &served.object,
         Some(served.status),
     ))
@@ -104,12 +104,13 @@ async fn rendition_file(
 
 async fn shield_fill(
     State(cache): State<Arc<Cache<Upstream>>>,
-    uri: Uri,
-    headers: HeaderMap,
+    request: Request,
 ) -> Result<Response, ServeError> {
-    let served = cache.get(&ObjectKey::new(uri.path(), uri.query())).await?;
+    let served = cache
+        .get(&ObjectKey::new(request.uri().path(), request.uri().query()))
+        .await?;
     Ok(object::respond(
-        &headers,
+        request.headers(),
         &served.object,
         Some(served.status),
     ))

@@ -7,58 +7,82 @@ use crate::store::{Object, ObjectKind};
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 /// Segments and init sections never change under their URI.
-const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+const IMMUTABLE: HeaderValue = HeaderValue::from_static("public, max-age=31536000, immutable");
 
 /// `X-Cache: HIT|MISS|COALESCED|STALE`.
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
-fn content_type(kind: ObjectKind) -> &'static str {
+fn content_type(kind: ObjectKind) -> HeaderValue {
     match kind {
         ObjectKind::MultivariantPlaylist | ObjectKind::MediaPlaylist => {
-            "application/vnd.apple.mpegurl"
+            HeaderValue::from_static("application/vnd.apple.mpegurl")
         }
-        ObjectKind::Init => "video/mp4",
-        ObjectKind::Segment => "video/iso.segment",
-        ObjectKind::Thumbnail => "image/jpeg",
+        ObjectKind::Init => HeaderValue::from_static("video/mp4"),
+        ObjectKind::Segment => HeaderValue::from_static("video/iso.segment"),
+        ObjectKind::Thumbnail => HeaderValue::from_static("image/jpeg"),
     }
+}
+
+/// `public, max-age=N`. Playlists are represented on every request, so the lifetimes of
+/// target durations up to two minutes are built once.
+fn max_age(secs: u64) -> Option<HeaderValue> {
+    static COMMON: LazyLock<Vec<HeaderValue>> = LazyLock::new(|| {
+        (0..=60)
+            .filter_map(|secs| HeaderValue::try_from(format!("public, max-age={secs}")).ok())
+            .collect()
+    });
+    usize::try_from(secs)
+        .ok()
+        .and_then(|i| COMMON.get(i))
+        .cloned()
+        .or_else(|| HeaderValue::try_from(format!("public, max-age={secs}")).ok())
 }
 
 /// Playlists (and thumbnails) live for half a target duration (at least 1 s); ended ones could
 /// live longer, but a restarted stream reuses the URL, so they do not.
-fn cache_control(object: &Object) -> String {
+fn cache_control(object: &Object) -> Option<HeaderValue> {
     match object.kind {
-        ObjectKind::Init | ObjectKind::Segment => IMMUTABLE.to_owned(),
+        ObjectKind::Init | ObjectKind::Segment => Some(IMMUTABLE),
         ObjectKind::MultivariantPlaylist | ObjectKind::MediaPlaylist | ObjectKind::Thumbnail => {
-            let half = (object.target_duration / 2).max(Duration::from_secs(1));
-            format!("public, max-age={}", half.as_secs())
+            max_age(
+                (object.target_duration / 2)
+                    .max(Duration::from_secs(1))
+                    .as_secs(),
+            )
         }
     }
 }
 
-/// The response an Origin gives for one of its store objects.
+/// The response an Origin gives for one of its store objects. Allocates nothing for lifetimes
+/// up to 60 s: the ETag and Last-Modified text were made when the object was created (here
+/// they are checked, not copied), the rest are constants.
 pub fn represent(object: &Object) -> CachedObject {
     CachedObject {
         status: 200,
         body: object.data.clone(),
-        content_type: Some(content_type(object.kind).to_owned()),
-        etag: Some(object.etag.to_string()),
-        cache_control: Some(cache_control(object)),
-        last_modified: Some(httpdate::fmt_http_date(object.created)),
+        content_type: Some(content_type(object.kind)),
+        etag: HeaderValue::from_maybe_shared(object.etag.clone()).ok(),
+        cache_control: cache_control(object),
+        last_modified: HeaderValue::from_maybe_shared(object.created_http_date.clone()).ok(),
         fetched_at_ms: 0,
         source_age: 0,
     }
 }
 
 /// Strong comparison of `If-None-Match` against the object's ETag (RFC 9110 13.1.2).
-fn none_match(headers: &HeaderMap, etag: &str) -> bool {
+fn none_match(headers: &HeaderMap, etag: &HeaderValue) -> bool {
+    let etag = etag.as_bytes();
     headers.get_all(header::IF_NONE_MATCH).iter().any(|value| {
         value.to_str().is_ok_and(|list| {
-            list.split(',')
-                .map(str::trim)
-                .any(|tag| tag == "*" || tag == etag || tag.strip_prefix("W/") == Some(etag))
+            list.split(',').map(str::trim).any(|tag| {
+                tag == "*"
+                    || tag.as_bytes() == etag
+                    || tag.strip_prefix("W/").map(str::as_bytes) == Some(etag)
+            })
         })
     })
 }
@@ -68,15 +92,19 @@ fn not_modified_since(headers: &HeaderMap, object: &CachedObject) -> bool {
     if headers.contains_key(header::IF_NONE_MATCH) {
         return false;
     }
-    let since = headers
+    let Some(since) = headers
         .get(header::IF_MODIFIED_SINCE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| httpdate::parse_http_date(v).ok());
-    let modified = object
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+    else {
+        return false;
+    };
+    object
         .last_modified
-        .as_deref()
-        .and_then(|v| httpdate::parse_http_date(v).ok());
-    matches!((since, modified), (Some(since), Some(modified)) if modified <= since)
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+        .is_some_and(|modified| modified <= since)
 }
 
 /// A parsed single byte range, inclusive.
@@ -133,99 +161,93 @@ fn parse_range(value: Option<&HeaderValue>, len: u64) -> RangeRequest {
 }
 
 /// `If-Range` allows the range only when it names the current ETag.
-fn if_range_allows(headers: &HeaderMap, etag: Option<&str>) -> bool {
-    headers
-        .get(header::IF_RANGE)
-        .is_none_or(|v| v.to_str().is_ok_and(|tag| Some(tag.trim()) == etag))
+fn if_range_allows(headers: &HeaderMap, etag: Option<&HeaderValue>) -> bool {
+    headers.get(header::IF_RANGE).is_none_or(|v| {
+        v.to_str()
+            .is_ok_and(|tag| Some(tag.trim().as_bytes()) == etag.map(HeaderValue::as_bytes))
+    })
 }
 
-fn insert(
-    builder: axum::http::response::Builder,
-    name: HeaderName,
-    value: Option<&str>,
-) -> axum::http::response::Builder {
-    match value.and_then(|v| HeaderValue::from_str(v).ok()) {
-        Some(value) => builder.header(name, value),
-        None => builder,
+/// Adds a prebuilt header when the object has it (a reference-count clone, no parsing).
+fn insert(headers: &mut HeaderMap, name: HeaderName, value: Option<&HeaderValue>) {
+    if let Some(value) = value {
+        headers.insert(name, value.clone());
     }
 }
+
+fn response(status: StatusCode, headers: HeaderMap, body: Body) -> Response {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
+/// Room for our headers plus what CORS and hyper add, so the map never grows.
+const HEADER_CAPACITY: usize = 12;
 
 /// Builds the response for `object` given the request headers. `cache` adds `X-Cache` and, for
 /// objects held by this cache, `Age`.
 pub fn respond(headers: &HeaderMap, object: &CachedObject, cache: Option<CacheStatus>) -> Response {
-    let mut builder = Response::builder();
-    builder = insert(
-        builder,
+    let mut out = HeaderMap::with_capacity(HEADER_CAPACITY);
+    insert(
+        &mut out,
         header::CACHE_CONTROL,
-        object.cache_control.as_deref(),
+        object.cache_control.as_ref(),
     );
-    builder = insert(builder, header::ETAG, object.etag.as_deref());
-    builder = insert(
-        builder,
+    insert(&mut out, header::ETAG, object.etag.as_ref());
+    insert(
+        &mut out,
         header::LAST_MODIFIED,
-        object.last_modified.as_deref(),
+        object.last_modified.as_ref(),
     );
     if let Some(status) = cache {
-        builder = builder.header(X_CACHE, status.header());
+        out.insert(X_CACHE, HeaderValue::from_static(status.header()));
         if object.fetched_at_ms != 0 {
-            builder = builder.header(header::AGE, object.age().as_secs());
+            out.insert(header::AGE, HeaderValue::from(object.age().as_secs()));
         }
     }
     if object.status != 200 {
         let status = StatusCode::from_u16(object.status).unwrap_or(StatusCode::BAD_GATEWAY);
-        builder = insert(
-            builder,
-            header::CONTENT_TYPE,
-            object.content_type.as_deref(),
-        );
-        return builder
-            .status(status)
-            .body(Body::from(object.body.clone()))
-            .unwrap_or_default();
+        insert(&mut out, header::CONTENT_TYPE, object.content_type.as_ref());
+        return response(status, out, Body::from(object.body.clone()));
     }
-    builder = builder.header(header::ACCEPT_RANGES, "bytes");
+    out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if object
         .etag
-        .as_deref()
+        .as_ref()
         .is_some_and(|etag| none_match(headers, etag))
         || not_modified_since(headers, object)
     {
-        return builder
-            .status(StatusCode::NOT_MODIFIED)
-            .body(Body::empty())
-            .unwrap_or_default();
+        return response(StatusCode::NOT_MODIFIED, out, Body::empty());
     }
-    builder = insert(
-        builder,
-        header::CONTENT_TYPE,
-        object.content_type.as_deref(),
-    );
+    insert(&mut out, header::CONTENT_TYPE, object.content_type.as_ref());
     let len = object.body.len() as u64;
-    let range = if if_range_allows(headers, object.etag.as_deref()) {
+    let range = if if_range_allows(headers, object.etag.as_ref()) {
         parse_range(headers.get(header::RANGE), len)
     } else {
         RangeRequest::Full
     };
-    let response = match range {
-        RangeRequest::Full => builder
-            .status(StatusCode::OK)
-            .header(header::CONTENT_LENGTH, len)
-            .body(Body::from(object.body.clone())),
+    match range {
+        RangeRequest::Full => {
+            out.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            response(StatusCode::OK, out, Body::from(object.body.clone()))
+        }
         RangeRequest::Partial(start, end) => {
             // Both bounds are below len, which came from a usize.
             let body = object.body.slice(start as usize..=end as usize);
-            builder
-                .status(StatusCode::PARTIAL_CONTENT)
-                .header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}"))
-                .header(header::CONTENT_LENGTH, end - start + 1)
-                .body(Body::from(body))
+            if let Ok(range) = HeaderValue::try_from(format!("bytes {start}-{end}/{len}")) {
+                out.insert(header::CONTENT_RANGE, range);
+            }
+            out.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start + 1));
+            response(StatusCode::PARTIAL_CONTENT, out, Body::from(body))
         }
-        RangeRequest::Unsatisfiable => builder
-            .status(StatusCode::RANGE_NOT_SATISFIABLE)
-            .header(header::CONTENT_RANGE, format!("bytes */{len}"))
-            .body(Body::empty()),
-    };
-    response.unwrap_or_default()
+        RangeRequest::Unsatisfiable => {
+            if let Ok(range) = HeaderValue::try_from(format!("bytes */{len}")) {
+                out.insert(header::CONTENT_RANGE, range);
+            }
+            response(StatusCode::RANGE_NOT_SATISFIABLE, out, Body::empty())
+        }
+    }
 }
 
 #[cfg(test)]
@@ -281,9 +303,9 @@ mod tests {
             status: 200,
             body: bytes::Bytes::from_static(b"x"),
             content_type: None,
-            etag: Some("\"e\"".into()),
+            etag: Some(h("\"e\"")),
             cache_control: None,
-            last_modified: Some("Thu, 26 Nov 2026 01:00:00 GMT".into()),
+            last_modified: Some(h("Thu, 26 Nov 2026 01:00:00 GMT")),
             fetched_at_ms: 0,
             source_age: 0,
         };
@@ -318,12 +340,52 @@ mod tests {
     }
 
     #[test]
+    fn store_objects_are_represented_with_prebuilt_headers() {
+        let playlist = Object::new(
+            ObjectKind::MediaPlaylist,
+            bytes::Bytes::from_static(b"#EXTM3U\n"),
+            Duration::from_secs(6),
+        );
+        let represented = represent(&playlist);
+        assert_eq!(
+            represented.cache_control,
+            Some(h("public, max-age=3")),
+            "half the target duration"
+        );
+        assert_eq!(
+            represented.etag.as_ref().map(HeaderValue::as_bytes),
+            Some(&playlist.etag[..])
+        );
+        assert_eq!(
+            represented.last_modified,
+            Some(h(&httpdate::fmt_http_date(playlist.created)))
+        );
+        let long = Object::new(
+            ObjectKind::MediaPlaylist,
+            bytes::Bytes::new(),
+            Duration::from_secs(400),
+        );
+        assert_eq!(
+            represent(&long).cache_control,
+            Some(h("public, max-age=200"))
+        );
+        let segment = Object::new(
+            ObjectKind::Segment,
+            bytes::Bytes::new(),
+            Duration::from_secs(6),
+        );
+        let represented = represent(&segment);
+        assert_eq!(represented.cache_control, Some(IMMUTABLE));
+        assert_eq!(represented.content_type, Some(h("video/iso.segment")));
+    }
+
+    #[test]
     fn if_none_match_lists_and_star() {
         let mut headers = HeaderMap::new();
         headers.insert(header::IF_NONE_MATCH, h("\"a\", \"b\""));
-        assert!(none_match(&headers, "\"b\""));
-        assert!(!none_match(&headers, "\"c\""));
+        assert!(none_match(&headers, &h("\"b\"")));
+        assert!(!none_match(&headers, &h("\"c\"")));
         headers.insert(header::IF_NONE_MATCH, h("*"));
-        assert!(none_match(&headers, "\"c\""));
+        assert!(none_match(&headers, &h("\"c\"")));
     }
 }

@@ -10,8 +10,9 @@ use axum::extract::{Request, State};
 use axum::http::{header, Method, StatusCode, Version};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use std::sync::Arc;
-use std::time::Instant;
+use metrics::{Counter, Histogram};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 /// What request observation and the operations routes share.
 #[derive(Clone, Debug)]
@@ -24,60 +25,176 @@ pub struct Observability {
     pub qoe: Arc<Qoe>,
     /// Log one line per request.
     pub access_log: bool,
+    /// Request metric handles, bound once per label set.
+    pub requests: Arc<RequestMetrics>,
+}
+
+/// What kind of object a request asks for: the `route` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Playlist,
+    Segment,
+    Init,
+    Api,
+    Chat,
+    Operations,
+    Other,
+}
+
+/// The `route` label values, in [`Route`] order.
+const ROUTES: [&str; 7] = [
+    "playlist",
+    "segment",
+    "init",
+    "api",
+    "chat",
+    "operations",
+    "other",
+];
+/// The `method` label.
+const METHODS: [&str; 8] = [
+    "GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE", "other",
+];
+/// The `status` label.
+const STATUSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+/// The `protocol` label.
+const PROTOCOLS: [&str; 6] = ["http0.9", "http1.0", "http1.1", "h2", "h3", "other"];
+
+/// Request metric handles, registered on first use (so `/metrics` lists only the label sets
+/// that occurred) and reused after, so a request builds no metric key and does no registry
+/// lookup.
+pub struct RequestMetrics {
+    /// Request count and duration per route x method x status x protocol.
+    requests: Box<[OnceLock<(Counter, Histogram)>]>,
+    /// Response bytes per route x protocol.
+    bytes: Box<[OnceLock<Counter>]>,
+}
+
+impl Default for RequestMetrics {
+    fn default() -> Self {
+        Self {
+            requests: cells(ROUTES.len() * METHODS.len() * STATUSES.len() * PROTOCOLS.len()),
+            bytes: cells(ROUTES.len() * PROTOCOLS.len()),
+        }
+    }
+}
+
+fn cells<T>(n: usize) -> Box<[OnceLock<T>]> {
+    (0..n).map(|_| OnceLock::new()).collect()
+}
+
+impl std::fmt::Debug for RequestMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestMetrics").finish_non_exhaustive()
+    }
+}
+
+impl RequestMetrics {
+    fn record(&self, labels: Labels, status: usize, elapsed: Duration, bytes: Option<u64>) {
+        let route = labels.route as usize;
+        let index = ((route * METHODS.len() + labels.method) * STATUSES.len() + status)
+            * PROTOCOLS.len()
+            + labels.protocol;
+        if let Some(cell) = self.requests.get(index) {
+            let (requests, duration) = cell.get_or_init(|| {
+                let labels = [
+                    ("route", labels.route.label()),
+                    ("method", METHODS[labels.method]),
+                    ("status", STATUSES[status]),
+                    ("protocol", PROTOCOLS[labels.protocol]),
+                ];
+                (
+                    metrics::counter!("headwater_http_requests_total", &labels),
+                    metrics::histogram!("headwater_http_request_duration_seconds", &labels),
+                )
+            });
+            duration.record(elapsed.as_secs_f64());
+            requests.increment(1);
+        }
+        let index = route * PROTOCOLS.len() + labels.protocol;
+        if let (Some(bytes), Some(cell)) = (bytes, self.bytes.get(index)) {
+            cell.get_or_init(|| {
+                metrics::counter!(
+                    "headwater_http_response_bytes_total",
+                    "route" => labels.route.label(),
+                    "protocol" => PROTOCOLS[labels.protocol]
+                )
+            })
+            .increment(bytes);
+        }
+    }
+}
+
+/// A request's labels (method and protocol as indexes into their arrays).
+#[derive(Debug, Clone, Copy)]
+struct Labels {
+    route: Route,
+    method: usize,
+    protocol: usize,
+}
+
+impl Route {
+    fn of(path: &str) -> Self {
+        if path.starts_with("/api/") {
+            if path.ends_with("/chat") {
+                Route::Chat
+            } else {
+                Route::Api
+            }
+        } else if path.ends_with(".m3u8") {
+            Route::Playlist
+        } else if path.ends_with(".m4s") {
+            Route::Segment
+        } else if path.ends_with(".mp4") {
+            Route::Init
+        } else if matches!(path, "/healthz" | "/readyz" | "/metrics") {
+            Route::Operations
+        } else {
+            Route::Other
+        }
+    }
+
+    fn label(self) -> &'static str {
+        ROUTES[self as usize]
+    }
 }
 
 /// A bounded label for a request path: what kind of object it asks for.
 pub fn route_class(path: &str) -> &'static str {
-    if path.starts_with("/api/") {
-        if path.ends_with("/chat") {
-            "chat"
-        } else {
-            "api"
-        }
-    } else if path.ends_with(".m3u8") {
-        "playlist"
-    } else if path.ends_with(".m4s") {
-        "segment"
-    } else if path.ends_with(".mp4") {
-        "init"
-    } else if matches!(path, "/healthz" | "/readyz" | "/metrics") {
-        "operations"
-    } else {
-        "other"
-    }
+    Route::of(path).label()
 }
 
-fn protocol(version: Version) -> &'static str {
+fn protocol(version: Version) -> usize {
     match version {
-        Version::HTTP_09 => "http0.9",
-        Version::HTTP_10 => "http1.0",
-        Version::HTTP_11 => "http1.1",
-        Version::HTTP_2 => "h2",
-        Version::HTTP_3 => "h3",
-        _ => "other",
+        Version::HTTP_09 => 0,
+        Version::HTTP_10 => 1,
+        Version::HTTP_11 => 2,
+        Version::HTTP_2 => 3,
+        Version::HTTP_3 => 4,
+        _ => 5,
     }
 }
 
-fn method_label(method: &Method) -> &'static str {
+fn method_index(method: &Method) -> usize {
     match *method {
-        Method::GET => "GET",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::PATCH => "PATCH",
-        Method::DELETE => "DELETE",
-        _ => "other",
+        Method::GET => 0,
+        Method::HEAD => 1,
+        Method::OPTIONS => 2,
+        Method::POST => 3,
+        Method::PUT => 4,
+        Method::PATCH => 5,
+        Method::DELETE => 6,
+        _ => 7,
     }
 }
 
-fn status_class(status: StatusCode) -> &'static str {
+fn status_index(status: StatusCode) -> usize {
     match status.as_u16() {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
     }
 }
 
@@ -99,9 +216,16 @@ pub async fn observe_requests(
         return next.run(request).await;
     }
     let started = Instant::now();
-    let route = route_class(request.uri().path());
-    let method = method_label(request.method());
-    let version = protocol(request.version());
+    let labels = Labels {
+        route: Route::of(request.uri().path()),
+        method: method_index(request.method()),
+        protocol: protocol(request.version()),
+    };
+    let (route, method, version) = (
+        labels.route.label(),
+        METHODS[labels.method],
+        PROTOCOLS[labels.protocol],
+    );
     let cmcd = matches!(route, "playlist" | "segment" | "init")
         .then(|| cmcd::parse(request.uri().query(), request.headers()))
         .filter(|c| !c.is_empty());
@@ -113,18 +237,9 @@ pub async fn observe_requests(
     let status = response.status();
     let bytes = axum::body::HttpBody::size_hint(response.body()).exact();
     if observability.metrics.is_some() {
-        let labels = [
-            ("route", route),
-            ("method", method),
-            ("status", status_class(status)),
-            ("protocol", version),
-        ];
-        metrics::histogram!("headwater_http_request_duration_seconds", &labels)
-            .record(elapsed.as_secs_f64());
-        metrics::counter!("headwater_http_requests_total", &labels).increment(1);
-        if let Some(bytes) = bytes {
-            metrics::counter!("headwater_http_response_bytes_total", "route" => route, "protocol" => version).increment(bytes);
-        }
+        observability
+            .requests
+            .record(labels, status_index(status), elapsed, bytes);
     }
     // Only streams that answered count: a made-up stream name must not create QoE state.
     if let (Some(cmcd), Some(stream)) = (cmcd, stream) {
@@ -209,6 +324,20 @@ pub async fn qoe(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_label_set_has_its_own_metric_cell() {
+        let metrics = RequestMetrics::default();
+        let last = ((ROUTES.len() - 1) * METHODS.len() + METHODS.len() - 1) * STATUSES.len()
+            + STATUSES.len()
+            - 1;
+        assert_eq!(
+            last * PROTOCOLS.len() + PROTOCOLS.len(),
+            metrics.requests.len()
+        );
+        assert_eq!(Route::Other.label(), "other");
+        assert_eq!(Route::Playlist.label(), "playlist");
+    }
 
     #[test]
     fn route_classes_are_bounded() {

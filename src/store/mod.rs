@@ -3,8 +3,9 @@
 //! The stream task publishes segments and rendered playlists here; `serve` reads. A segment is
 //! inserted before the playlist that lists it (under one lock), so every listed URI is
 //! fetchable, and it stays after leaving the playlist for as long as the window lasts again
-//! (HLS availability window). Knows nothing of HTTP: objects carry their kind, serve decides
-//! headers.
+//! (HLS availability window). Knows nothing of HTTP beyond the text of the two validators
+//! (ETag, Last-Modified date), made once per object so serving never formats them: objects
+//! carry their kind, serve decides headers.
 
 use crate::names::{RenditionName, StreamName};
 use bytes::Bytes;
@@ -37,9 +38,11 @@ pub struct Object {
     /// The body.
     pub data: Bytes,
     /// Strong entity tag, quoted (`"…"`), derived from the content.
-    pub etag: Arc<str>,
+    pub etag: Bytes,
     /// When this version was created (Last-Modified).
     pub created: SystemTime,
+    /// `created` as an HTTP-date, formatted once here so serving never formats it.
+    pub created_http_date: Bytes,
     /// The stream's target duration (sets playlist lifetimes).
     pub target_duration: Duration,
 }
@@ -49,11 +52,13 @@ impl Object {
     pub fn new(kind: ObjectKind, data: Bytes, target_duration: Duration) -> Self {
         let digest = Sha256::digest(&data);
         let etag: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
+        let created = SystemTime::now();
         Self {
             kind,
             data,
-            etag: format!("\"{etag}\"").into(),
-            created: SystemTime::now(),
+            etag: Bytes::from(format!("\"{etag}\"")),
+            created,
+            created_http_date: Bytes::from(httpdate::fmt_http_date(created)),
             target_duration,
         }
     }

@@ -10,7 +10,7 @@ use crate::cache::CachedObject;
 use crate::names::StreamName;
 use crate::serve::object::respond;
 use axum::extract::Path;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -69,13 +69,13 @@ fn etag(body: &[u8]) -> String {
     )
 }
 
-fn object(body: Bytes, content_type: &str, cache_control: &str) -> CachedObject {
+fn object(body: Bytes, content_type: &'static str, cache_control: &'static str) -> CachedObject {
     CachedObject {
         status: 200,
-        etag: Some(etag(&body)),
+        etag: HeaderValue::from_str(&etag(&body)).ok(),
         body,
-        content_type: Some(content_type.to_owned()),
-        cache_control: Some(cache_control.to_owned()),
+        content_type: Some(HeaderValue::from_static(content_type)),
+        cache_control: Some(HeaderValue::from_static(cache_control)),
         last_modified: None,
         fetched_at_ms: 0,
         source_age: 0,
@@ -228,7 +228,10 @@ mod tests {
             "no external links: the page must work offline"
         );
         let hls = &SITE.assets[SITE.urls["hls.min.js"].trim_start_matches("/assets/")];
-        assert_eq!(hls.cache_control.as_deref(), Some(ASSET_CACHE));
+        assert_eq!(
+            hls.cache_control,
+            Some(HeaderValue::from_static(ASSET_CACHE))
+        );
         assert!(hls.body.len() > 100_000);
     }
 }
