@@ -55,11 +55,7 @@ fn serve_playlist(state: &OriginState, request: &Request) -> Result<Response, Se
         .source()
         .lookup(&key)
         .ok_or(ServeError::NotFound)?;
-    Ok(object::respond(
-        request.headers(),
-        &object::represent(&object),
-        None,
-    ))
+    Ok(object::respond_stored(request.headers(), &object))
 }
 
 // Handlers take the whole `Request` (moved, not copied) rather than `Uri` and `HeaderMap`

@@ -73,6 +73,49 @@ pub fn represent(object: &Object) -> CachedObject {
     }
 }
 
+/// Whether `Accept-Encoding` accepts gzip (`gzip`, `x-gzip` or `*`, with a non-zero q).
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|list| list.split(','))
+        .any(|item| {
+            let mut parts = item.split(';').map(str::trim);
+            let coding = parts.next().unwrap_or_default();
+            let q = parts
+                .find_map(|p| p.strip_prefix("q=").or_else(|| p.strip_prefix("Q=")))
+                .map_or(Some(1.0), |q| q.parse::<f32>().ok());
+            ["gzip", "x-gzip", "*"]
+                .iter()
+                .any(|c| coding.eq_ignore_ascii_case(c))
+                && q.is_some_and(|q| q > 0.0)
+        })
+}
+
+/// Serves a store object: its gzip copy when it has one, the client accepts gzip and asks for
+/// no range (rule 8); `Vary: Accept-Encoding` on every response of an object that has one, so
+/// shared caches keep the two apart.
+pub fn respond_stored(headers: &HeaderMap, object: &Object) -> Response {
+    let mut represented = represent(object);
+    let Some(gzip) = &object.gzip else {
+        return respond(headers, &represented, None);
+    };
+    let compressed = accepts_gzip(headers) && !headers.contains_key(header::RANGE);
+    if compressed {
+        represented.body = gzip.data.clone();
+        represented.etag = HeaderValue::from_maybe_shared(gzip.etag.clone()).ok();
+    }
+    let mut response = respond(headers, &represented, None);
+    let full = response.status() == StatusCode::OK;
+    let out = response.headers_mut();
+    out.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    if compressed && full {
+        out.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    response
+}
+
 /// Strong comparison of `If-None-Match` against the object's ETag (RFC 9110 13.1.2).
 fn none_match(headers: &HeaderMap, etag: &HeaderValue) -> bool {
     let etag = etag.as_bytes();
@@ -256,6 +299,24 @@ mod tests {
 
     fn h(value: &str) -> HeaderValue {
         HeaderValue::from_str(value).expect("valid header")
+    }
+
+    #[test]
+    fn gzip_is_accepted_by_name_or_wildcard_unless_q_is_zero() {
+        let accepts = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::ACCEPT_ENCODING, h(value));
+            accepts_gzip(&headers)
+        };
+        assert!(accepts("gzip"));
+        assert!(accepts("br, GZIP;q=0.5"));
+        assert!(accepts("deflate, *"));
+        assert!(accepts("x-gzip"));
+        assert!(!accepts("gzip;q=0"));
+        assert!(!accepts("gzip; q=0.000"));
+        assert!(!accepts("br, deflate"));
+        assert!(!accepts("identity"));
+        assert!(!accepts_gzip(&HeaderMap::new()));
     }
 
     #[test]

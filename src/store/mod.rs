@@ -45,6 +45,32 @@ pub struct Object {
     pub created_http_date: Bytes,
     /// The stream's target duration (sets playlist lifetimes).
     pub target_duration: Duration,
+    /// Playlists also gzip-compressed, once here: each version is read many times.
+    pub gzip: Option<Gzipped>,
+}
+
+/// A gzip-compressed copy of an object's body and its own strong ETag (another representation).
+#[derive(Debug, Clone)]
+pub struct Gzipped {
+    /// The compressed body.
+    pub data: Bytes,
+    /// Strong entity tag of the compressed body, quoted.
+    pub etag: Bytes,
+}
+
+/// Compresses `data` (fast level: playlists are small and change every segment).
+fn gzip(data: &[u8], etag: &str) -> Option<Gzipped> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(data.len() / 2 + 64),
+        flate2::Compression::fast(),
+    );
+    encoder.write_all(data).ok()?;
+    let compressed = encoder.finish().ok()?;
+    Some(Gzipped {
+        data: Bytes::from(compressed),
+        etag: Bytes::from(format!("\"{etag}-gz\"")),
+    })
 }
 
 impl Object {
@@ -53,8 +79,15 @@ impl Object {
         let digest = Sha256::digest(&data);
         let etag: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
         let created = SystemTime::now();
+        let gzip = matches!(
+            kind,
+            ObjectKind::MultivariantPlaylist | ObjectKind::MediaPlaylist
+        )
+        .then(|| gzip(&data, &etag))
+        .flatten();
         Self {
             kind,
+            gzip,
             data,
             etag: Bytes::from(format!("\"{etag}\"")),
             created,

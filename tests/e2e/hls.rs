@@ -270,6 +270,53 @@ async fn check_headers(http: &reqwest::Client, base: &str, playlist: &m3u8_rs::M
         assert!(head.bytes().await.expect("body").is_empty());
     }
 
+    // Rule 8: playlists are gzip-encoded for clients that accept it, as a representation of
+    // their own (ETag), with Vary on both; a range request gets the identity bytes.
+    for url in [
+        format!("{base}/index.m3u8"),
+        format!("{base}/source/index.m3u8"),
+    ] {
+        let plain = http.get(&url).send().await.expect("get");
+        assert_eq!(header(&plain, "vary"), "accept-encoding", "{url}");
+        assert_eq!(header(&plain, "content-encoding"), "", "{url}");
+        let plain_etag = header(&plain, "etag");
+        let plain_body = plain.bytes().await.expect("body");
+        let gzip_get = || {
+            http.get(&url)
+                .header("Accept-Encoding", "br;q=1, gzip;q=0.8")
+        };
+        let gz = gzip_get().send().await.expect("get");
+        assert_eq!(gz.status(), 200);
+        assert_eq!(header(&gz, "content-encoding"), "gzip", "{url}");
+        assert_eq!(header(&gz, "vary"), "accept-encoding", "{url}");
+        let gz_etag = header(&gz, "etag");
+        assert_ne!(gz_etag, plain_etag, "{url}: one strong ETag per encoding");
+        let length = header(&gz, "content-length");
+        let compressed = gz.bytes().await.expect("body");
+        assert_eq!(length, compressed.len().to_string());
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(
+            &mut flate2::read::GzDecoder::new(&compressed[..]),
+            &mut text,
+        )
+        .expect("gunzip");
+        assert_eq!(text, plain_body, "{url}: gzip of the same playlist");
+        let revalidated = gzip_get()
+            .header("If-None-Match", &gz_etag)
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(revalidated.status(), 304, "{url}");
+        let ranged = gzip_get()
+            .header("Range", "bytes=0-6")
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(ranged.status(), 206, "{url}");
+        assert_eq!(header(&ranged, "content-encoding"), "", "{url}");
+        assert_eq!(ranged.bytes().await.expect("body"), plain_body.slice(..7));
+    }
+
     let full = http
         .get(&seg_url)
         .send()
