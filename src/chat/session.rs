@@ -131,7 +131,8 @@ impl Ending {
 }
 
 /// Frames the reading half asks the writing half to send; more than this many waiting means
-/// the client is not reading them, and later ones are dropped.
+/// the client is not reading them, and later ones are dropped. Boxed: the channel allocates its
+/// slots up front for every session, and replies are rare.
 const REPLY_QUEUE: usize = 8;
 
 /// Refuses a connection that was upgraded over a limit: an `error` frame, then the close code.
@@ -194,7 +195,7 @@ async fn read(
     mut stream: SplitStream<WebSocket>,
     session: &Session,
     config: &crate::config::ChatConfig,
-    replies: mpsc::Sender<ServerFrame>,
+    replies: mpsc::Sender<Box<ServerFrame>>,
 ) -> Ending {
     let metrics = session.chat.metrics();
     let ban_key = session.name.as_ref().map(DisplayName::ban_key);
@@ -204,7 +205,7 @@ async fn read(
     let heartbeat = config.ping_interval * 2;
     let reply = |frame| {
         // A full queue means the client reads nothing: the reply would never be seen.
-        let _ = replies.try_send(frame);
+        let _ = replies.try_send(Box::new(frame));
     };
     loop {
         let message = match tokio::time::timeout(heartbeat, stream.next()).await {
@@ -274,7 +275,7 @@ async fn write(
     config: &crate::config::ChatConfig,
     mut events: broadcast::Receiver<RoomEvent>,
     seen: i64,
-    mut replies: mpsc::Receiver<ServerFrame>,
+    mut replies: mpsc::Receiver<Box<ServerFrame>>,
 ) -> Ending {
     let metrics = session.chat.metrics();
     let ban_key = session.name.as_ref().map(DisplayName::ban_key);
