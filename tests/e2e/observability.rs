@@ -390,3 +390,78 @@ async fn hls_js_cmcd_session_reaches_the_qoe_endpoint() {
     assert!(String::from_utf8_lossy(&text).contains("headwater_qoe_sessions{stream=\"demo\"} 1"));
     server.shutdown().await;
 }
+
+/// The real binary: `headwater serve --config FILE` starts, logs plain lines (no colour codes)
+/// when stderr is not a terminal, and exits 0 on SIGTERM.
+#[test]
+fn the_binary_logs_plain_lines_to_a_pipe_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut text = headwater::config::DEFAULT_TOML.to_owned();
+    for (from, to) in [
+        ("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:0\""),
+        ("listen = \"127.0.0.1:1935\"", "listen = \"127.0.0.1:0\""),
+        ("listen = \"127.0.0.1:9000\"", "listen = \"127.0.0.1:0\""),
+    ] {
+        assert!(text.contains(from), "{from} not in the shipped config");
+        text = text.replacen(from, to, 1);
+    }
+    let data = dir.path().display().to_string();
+    text = text
+        .replacen(
+            "dir = \"data/cache\"",
+            &format!("dir = \"{data}/cache\""),
+            1,
+        )
+        .replacen(
+            "data_dir = \"data\"",
+            &format!("data_dir = \"{data}/data\""),
+            1,
+        );
+    let config = dir.path().join("headwater.toml");
+    std::fs::write(&config, text).expect("write config");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_headwater"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn headwater");
+    let stderr = child.stderr.take().expect("stderr");
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !seen
+        .iter()
+        .any(|l: &String| l.contains("headwater origin listening"))
+    {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("no startup line within 20 s: {seen:?}");
+            }
+        }
+    }
+    let pid = child.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    let status = child.wait().expect("wait");
+    seen.extend(lines.try_iter());
+    assert!(status.success(), "exit on SIGTERM: {status:?}; {seen:?}");
+    assert!(
+        seen.iter().all(|l| !l.contains('\u{1b}')),
+        "colour codes in piped logs: {seen:?}"
+    );
+}
