@@ -11,19 +11,25 @@ use std::time::{Duration, Instant};
 /// Segment target used by the tests (ARCHITECTURE: 2 s in tests).
 pub const TARGET: Duration = Duration::from_secs(2);
 
-/// Fails the test with a clear message when a required tool is missing; CI installs them.
+/// Fails the test with a clear message when `tool` (from the Debian `package`) is missing;
+/// scripts/test.sh installs it.
+pub fn require_tool(tool: &str, package: &str) {
+    let found = Command::new(tool)
+        .arg("-version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    assert!(
+        found,
+        "{tool} is not installed: run scripts/test.sh, which installs {package}"
+    );
+}
+
+/// ffmpeg and ffprobe, which most tests use.
 pub fn require_tools() {
     for tool in ["ffmpeg", "ffprobe"] {
-        let found = Command::new(tool)
-            .arg("-version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok();
-        assert!(
-            found,
-            "{tool} is not installed: run scripts/test.sh, which installs it"
-        );
+        require_tool(tool, "ffmpeg");
     }
 }
 

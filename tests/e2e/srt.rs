@@ -15,19 +15,6 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, Mutex};
 use tokio::time::Instant;
 
-fn require_srt_live_transmit() {
-    let found = Command::new("srt-live-transmit")
-        .arg("-version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    assert!(
-        found,
-        "srt-live-transmit is not installed: run scripts/test.sh, which installs srt-tools"
-    );
-}
-
 /// Waits for the stream's media playlist to end; returns it.
 async fn ended_playlist(
     http: &reqwest::Client,
@@ -96,7 +83,7 @@ async fn ffmpeg_publishes_over_srt_with_the_access_control_streamid() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn srt_live_transmit_publishes_a_transport_stream() {
     require_tools();
-    require_srt_live_transmit();
+    require_tool("srt-live-transmit", "srt-tools");
     let _logs = Logs::capture();
     let dir = tempfile::tempdir().expect("tempdir");
     let ts = dir.path().join("clip.ts");
