@@ -231,7 +231,7 @@ impl moka::Expiry<ObjectKey, Arc<Expiring>> for PerEntryTtl {
 
 /// Playlists and thumbnails change under their URI (cached for their lifetime, like
 /// playlists); everything else is immutable media.
-fn is_playlist(key: &ObjectKey) -> bool {
+fn is_mutable(key: &ObjectKey) -> bool {
     let path = key.path();
     path.ends_with(".m3u8") || path.ends_with(origin::THUMBNAIL_FILE)
 }
@@ -316,8 +316,8 @@ impl<S: Source> Cache<S> {
 
     /// Serves `key` from the cache, filling it from the source on a miss.
     pub async fn get(&self, key: &ObjectKey) -> Result<Served, CacheError> {
-        let playlist = is_playlist(key);
-        if let Some(hit) = self.lookup(key, playlist).await {
+        let mutable = is_mutable(key);
+        if let Some(hit) = self.lookup(key, mutable).await {
             metrics::counter!("headwater_cache_hits_total", "tier" => tier_label(hit.status))
                 .increment(1);
             return Ok(hit);
@@ -326,12 +326,12 @@ impl<S: Source> Cache<S> {
             Fill::Leader(permit) => {
                 // The previous fill may have finished between our lookup and joining: it stores
                 // before it completes, so one more look avoids a second upstream request.
-                if let Some(hit) = self.lookup(key, playlist).await {
+                if let Some(hit) = self.lookup(key, mutable).await {
                     permit.complete(Ok(Ok(hit.clone())));
                     return Ok(hit);
                 }
                 metrics::counter!("headwater_cache_misses_total").increment(1);
-                let result = self.fill(key, playlist).await;
+                let result = self.fill(key, mutable).await;
                 permit.complete(Ok(result.clone()));
                 result.map_err(CacheError::from)
             }
@@ -346,7 +346,7 @@ impl<S: Source> Cache<S> {
         }
     }
 
-    async fn lookup(&self, key: &ObjectKey, playlist: bool) -> Option<Served> {
+    async fn lookup(&self, key: &ObjectKey, mutable: bool) -> Option<Served> {
         if let Some(negative) = &self.negative {
             if let Some(object) = negative.get(key).await {
                 return Some(Served {
@@ -355,7 +355,7 @@ impl<S: Source> Cache<S> {
                 });
             }
         }
-        if playlist {
+        if mutable {
             let entry = self.playlists.get(key).await?;
             return Some(Served {
                 object: entry.object.clone(),
@@ -382,7 +382,7 @@ impl<S: Source> Cache<S> {
         }
     }
 
-    async fn fill(&self, key: &ObjectKey, playlist: bool) -> Result<Served, SourceError> {
+    async fn fill(&self, key: &ObjectKey, mutable: bool) -> Result<Served, SourceError> {
         let object = match self.source.fetch(key).await {
             Ok(object) => object,
             Err(error) => {
@@ -404,7 +404,7 @@ impl<S: Source> Cache<S> {
                 negative.insert(key.clone(), object.clone()).await;
             }
         } else if object.status == 200 && object.storable() {
-            if playlist && self.policy.cache_playlists {
+            if mutable && self.policy.cache_playlists {
                 // The shortest of: the configured cap, half the target duration (HLS), the
                 // upstream's max-age (below).
                 let cap = target_duration(&object.body).map_or(self.policy.playlist_ttl_cap, |t| {
@@ -425,7 +425,7 @@ impl<S: Source> Cache<S> {
                         .await;
                 }
                 self.stale.insert(key.clone(), object.clone()).await;
-            } else if !playlist {
+            } else if !mutable {
                 self.media.insert(key.clone(), object.clone());
             }
         }

@@ -48,7 +48,7 @@ fn stream_name(raw: &str) -> Result<StreamName, ServeError> {
 
 /// Mutable objects (playlists, the thumbnail) come straight from the store: rendered once per
 /// change, never stale.
-fn serve_playlist(state: &OriginState, request: &Request) -> Result<Response, ServeError> {
+fn serve_from_store(state: &OriginState, request: &Request) -> Result<Response, ServeError> {
     let key = ObjectKey::new(request.uri().path(), request.uri().query());
     let object = state
         .cache
@@ -71,7 +71,7 @@ async fn stream_file(
     if file != PLAYLIST_FILE && file != crate::cache::origin::THUMBNAIL_FILE {
         return Err(ServeError::NotFound);
     }
-    serve_playlist(&state, &request)
+    serve_from_store(&state, &request)
 }
 
 async fn rendition_file(
@@ -82,7 +82,7 @@ async fn rendition_file(
     stream_name(&stream)?;
     RenditionName::parse(&rendition).map_err(|e| ServeError::BadRequest(e.to_string()))?;
     if file == PLAYLIST_FILE {
-        return serve_playlist(&state, &request);
+        return serve_from_store(&state, &request);
     }
     let served = state
         .cache

@@ -29,14 +29,6 @@ const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 /// Media time between thumbnails (taken at the first keyframe after it).
 pub(crate) const THUMBNAIL_INTERVAL: Duration = Duration::from_secs(10);
 
-/// The stream's thumbnail thread and when it last took a keyframe (media milliseconds).
-#[derive(Default)]
-struct Thumbnails {
-    thread: Option<Thumbnailer>,
-    last_ms: Option<i64>,
-    failed: bool,
-}
-
 /// One publisher session's transcoding.
 struct Session {
     transcoder: Option<Transcoder>,
@@ -76,7 +68,10 @@ pub(super) struct StreamTask {
     audio_config: Option<IngestEvent>,
     session: Option<Session>,
     last_keyframe_arrival: Option<Instant>,
-    thumbnails: Thumbnails,
+    /// The thumbnail thread (None: it could not start, logged once).
+    thumbnails: Option<Thumbnailer>,
+    /// Media milliseconds of the last keyframe it took.
+    last_thumbnail_ms: Option<i64>,
     ingest_stats: super::ingest_stats::IngestStats,
     events: broadcast::Sender<StreamEvent>,
     started_at: SystemTime,
@@ -122,6 +117,15 @@ impl StreamTask {
         let entry = store.start_instance(&stream, instance, hls.live_window * 2);
         let mut renditions =
             Renditions::new(stream.clone(), entry, hls.live_window, hls.segment_target);
+        let thumbnails = {
+            let entry = renditions.entry().clone();
+            let target = hls.segment_target;
+            Thumbnailer::start(stream.as_str(), move |jpeg| {
+                entry.put_thumbnail(Object::new(ObjectKind::Thumbnail, jpeg, target));
+            })
+            .map_err(|error| warn!(stream = %stream, %error, "no thumbnails for this stream"))
+            .ok()
+        };
         let source = ladder.source.then(|| {
             renditions.add(
                 RenditionName::parse(SOURCE_RENDITION).expect("literal is a valid name"),
@@ -156,7 +160,8 @@ impl StreamTask {
             audio_config: None,
             session: None,
             last_keyframe_arrival: None,
-            thumbnails: Thumbnails::default(),
+            thumbnails,
+            last_thumbnail_ms: None,
         }
     }
 
@@ -339,31 +344,18 @@ impl StreamTask {
         };
         let now_ms = frame.dts.rescale(1000).ticks;
         let interval = i64::try_from(THUMBNAIL_INTERVAL.as_millis()).unwrap_or(i64::MAX);
-        let t = &mut self.thumbnails;
-        // A reconnect restarts nothing, but a timeline that went back (it should not) must
-        // not stop thumbnails for good.
-        if t.failed
-            || t.last_ms
-                .is_some_and(|last| (0..interval).contains(&(now_ms - last)))
+        let Some(thumbnails) = &self.thumbnails else {
+            return;
+        };
+        // A timeline that went back (it should not) must not stop thumbnails for good.
+        if self
+            .last_thumbnail_ms
+            .is_some_and(|last| (0..interval).contains(&(now_ms - last)))
         {
             return;
         }
-        if t.thread.is_none() {
-            let entry = self.renditions.entry().clone();
-            let target = self.hls.segment_target;
-            match Thumbnailer::start(self.stream.as_str(), move |jpeg| {
-                entry.put_thumbnail(Object::new(ObjectKind::Thumbnail, jpeg, target));
-            }) {
-                Ok(thread) => t.thread = Some(thread),
-                Err(error) => {
-                    warn!(stream = %self.stream, %error, "no thumbnails for this stream");
-                    t.failed = true;
-                    return;
-                }
-            }
-        }
-        if t.thread.as_ref().is_some_and(|th| th.offer(config, frame)) {
-            t.last_ms = Some(now_ms);
+        if thumbnails.offer(config, frame) {
+            self.last_thumbnail_ms = Some(now_ms);
         }
     }
 
