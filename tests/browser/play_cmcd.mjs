@@ -2,9 +2,7 @@
 // prints one JSON line: playback progress, hls.js fatal errors and the CMCD session id.
 // Usage: node play_cmcd.mjs <http-origin> <playlist-path> <session-id> [seconds]
 // Driven by tests/e2e/observability.rs; chromium from Debian, hls.js and playwright-core from npm.
-import { chromium } from 'playwright-core';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { launch } from './chromium.mjs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -14,16 +12,7 @@ if (!origin || !playlist || !sessionId) {
   process.exit(2);
 }
 const here = dirname(fileURLToPath(import.meta.url));
-const profile = mkdtempSync(join(tmpdir(), 'headwater-chromium-'));
-const browser = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: [
-    '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--no-first-run',
-    '--autoplay-policy=no-user-gesture-required',
-  ],
-});
+const { browser, close } = await launch();
 let result;
 try {
   const page = browser.pages()[0] ?? await browser.newPage();
@@ -46,7 +35,6 @@ try {
     return { currentTime: video.currentTime, errors, cmcdRequests };
   }, { playlist, sessionId, seconds });
 } finally {
-  await browser.close();
-  rmSync(profile, { recursive: true, force: true });
+  await close();
 }
 console.log(JSON.stringify(result));

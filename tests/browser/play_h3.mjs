@@ -2,9 +2,7 @@
 // line: playback progress and the nextHopProtocol of every playlist/segment fetch.
 // Usage: node play_h3.mjs <https-origin> <spki-sha256-base64> <playlist-path> [seconds]
 // Driven by tests/e2e/browser.rs; chromium from Debian, hls.js and playwright-core from npm.
-import { chromium } from 'playwright-core';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { launch } from './chromium.mjs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -15,18 +13,10 @@ if (!origin || !spki || !playlist) {
 }
 const here = dirname(fileURLToPath(import.meta.url));
 const hostPort = new URL(origin).host;
-const profile = mkdtempSync(join(tmpdir(), 'headwater-chromium-'));
-const browser = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: [
-    '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--no-first-run',
-    '--autoplay-policy=no-user-gesture-required',
-    '--enable-quic', `--origin-to-force-quic-on=${hostPort}`,
-    `--ignore-certificate-errors-spki-list=${spki}`,
-  ],
-});
+const { browser, close } = await launch([
+  '--enable-quic', `--origin-to-force-quic-on=${hostPort}`,
+  `--ignore-certificate-errors-spki-list=${spki}`,
+]);
 let result;
 try {
   const page = browser.pages()[0] ?? await browser.newPage();
@@ -53,7 +43,6 @@ try {
     return { currentTime: video.currentTime, errors, entries, navigation };
   }, { playlist, seconds });
 } finally {
-  await browser.close();
-  rmSync(profile, { recursive: true, force: true });
+  await close();
 }
 console.log(JSON.stringify(result));

@@ -6,24 +6,11 @@
 //   {"event":"unlisted","at":<ms>}               the stream left / after it ended
 // Usage: node web_player.mjs <http-origin> <stream> <screenshot.png>
 // Driven by tests/e2e/web.rs; chromium from Debian, playwright-core from npm.
-import { chromium } from 'playwright-core';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { launch } from './chromium.mjs';
 
 const [origin, stream, screenshot] = process.argv.slice(2);
 const emit = (event) => console.log(JSON.stringify(event));
-const profile = mkdtempSync(join(tmpdir(), 'headwater-chromium-'));
-const browser = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  viewport: { width: 1280, height: 800 },
-  args: [
-    '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--no-first-run',
-    '--autoplay-policy=no-user-gesture-required',
-  ],
-});
+const { browser, close } = await launch([], { viewport: { width: 1280, height: 800 } });
 try {
   const page = browser.pages()[0] ?? await browser.newPage();
   const link = `a[data-stream="${stream}"]`;
@@ -77,6 +64,5 @@ try {
 } catch (error) {
   emit({ event: 'error', message: String(error) });
 } finally {
-  await browser.close();
-  rmSync(profile, { recursive: true, force: true });
+  await close();
 }
