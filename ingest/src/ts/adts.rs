@@ -84,6 +84,21 @@ impl AdtsHeader {
     }
 }
 
+/// The 7-byte ADTS header ffmpeg's AAC encoder writes for 48 kHz stereo LC, for a frame of
+/// `len` bytes (header included).
+#[cfg(test)]
+pub(super) fn lc_48k_stereo_header(len: usize) -> [u8; 7] {
+    [
+        0xff,
+        0xf1,
+        0x4c,
+        0x80 | ((len >> 11) as u8 & 3),
+        (len >> 3) as u8,
+        ((len & 7) as u8) << 5 | 0x1f,
+        0xfc,
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,15 +107,7 @@ mod tests {
     fn header_and_audio_specific_config() {
         // What ffmpeg's AAC encoder writes for 48 kHz stereo LC, a 371-byte frame.
         let len: usize = 371;
-        let header = [
-            0xff,
-            0xf1,
-            0x4c,
-            0x80 | ((len >> 11) as u8 & 3),
-            (len >> 3) as u8,
-            ((len & 7) as u8) << 5 | 0x1f,
-            0xfc,
-        ];
+        let header = lc_48k_stereo_header(len);
         let parsed = parse_header(&header).expect("valid");
         assert_eq!(parsed.object_type, 2);
         assert_eq!(parsed.sample_rate, 48_000);

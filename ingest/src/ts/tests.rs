@@ -87,15 +87,7 @@ impl Muxer {
         let mut es = Vec::new();
         for i in 0..frames {
             let len = 7 + 20 + i;
-            es.extend_from_slice(&[
-                0xff,
-                0xf1,
-                0x4c,
-                0x80 | ((len >> 11) as u8 & 3),
-                (len >> 3) as u8,
-                ((len & 7) as u8) << 5 | 0x1f,
-                0xfc,
-            ]);
+            es.extend_from_slice(&adts::lc_48k_stereo_header(len));
             es.extend(std::iter::repeat_n(i as u8, 20 + i));
         }
         let mut pes = pes::tests::header(0xc0, pts, None, es.len(), true);
